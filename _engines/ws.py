@@ -1,0 +1,68 @@
+"""Salt's master event bus over websockets (saltnado-compatible), served by the master itself.
+
+The ``ws`` engine runs inside the salt-master, subscribes once to the master
+event bus and serves Salt's rest_tornado websocket API without salt-api:
+
+* ``POST /login`` (``username``, ``password``, ``eauth``; form or JSON) returns
+  ``{"return": [{"perms", "start", "token", "expire", "user", "eauth"}]}``;
+  ``POST /logout`` invalidates a token (``X-Auth-Token`` header or cookie).
+* ``GET /all_events/<token>`` (websocket): after the client sends
+  ``websocket client ready``, every master event as ``{"tag": ..., "data": ...}``,
+  in bus order. A client that falls more than ``client_queue_size`` messages
+  behind is closed with code 4001 and a reason; nothing is dropped silently.
+  If the engine loses the bus link, clients get a ``salt_ws/bus/lost`` event and,
+  on reconnection, ``salt_ws/bus/restored`` (``missed: true``). Engine shutdown
+  closes sockets with 1001.
+
+Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
+
+.. code-block:: yaml
+
+    engines:
+      - ws:
+          port: 8000                 # default 8000
+          address: 0.0.0.0           # default 0.0.0.0 (all interfaces)
+          ssl_crt: /etc/pki/api/certs/server.crt   # required unless disable_ssl
+          ssl_key: /etc/pki/api/certs/server.key   # optional if the crt file holds both
+          disable_ssl: False         # default False: plain HTTP must be asked for
+          debug: False               # default False: log every request at INFO
+          cors_origin: null          # '*', one origin, or a list (as rest_tornado)
+          websockets: True           # default True; accepted for rest_tornado compatibility
+          backlog: 128               # listen backlog
+          num_processes: 1           # only 1 is supported inside an engine
+          client_queue_size: 10000   # messages a client may fall behind before it is cut
+          bind_retry_interval: 10    # seconds between retries while the port is in use
+
+``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
+other option, a wrong type, an unreadable certificate or a missing
+``ssl_crt`` without ``disable_ssl: True`` is reported once at ERROR naming
+the option; the engine then stays idle (the master keeps running).
+
+Clients authenticate with any eauth backend configured in ``external_auth``.
+"""
+
+import logging
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "ws"
+
+try:
+    import salt_ws.engine
+
+    HAS_SALT_WS = True
+    _IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the install
+    HAS_SALT_WS = False
+    _IMPORT_ERROR = str(exc)
+
+
+def __virtual__():
+    if not HAS_SALT_WS:
+        return (False, f"the salt_ws package is not importable: {_IMPORT_ERROR}")
+    return __virtualname__
+
+
+def start(**config):
+    """Run the engine until the master stops it."""
+    salt_ws.engine.run(__opts__, config)  # noqa: F821 - injected by Salt's loader

@@ -1,0 +1,147 @@
+"""Salt eauth: login, token lookup, logout, and token redaction for logs.
+
+Login and token checks go through :class:`salt.auth.LoadAuth`, exactly as
+salt-api does, so every eauth backend, ``token_expire`` and the master's
+token store behave as users know them. ``LoadAuth`` is synchronous and may
+touch disk or PAM, so callers run these methods off the event loop (see
+:meth:`Authenticator.run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import hashlib
+import logging
+import re
+import time
+from typing import Any, Callable, Mapping, TypeVar
+
+__all__ = [
+    "Authenticator",
+    "LoginFailed",
+    "Session",
+    "redact",
+    "token_pattern",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def token_pattern(hash_type: str) -> re.Pattern[str]:
+    """The exact token shape for the master's ``hash_type`` (sha256: 64 hex digits)."""
+    length = len(getattr(hashlib, hash_type)().hexdigest())
+    return re.compile(rf"[0-9A-Fa-f]{{{length}}}")
+
+
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{32,}")
+
+
+def redact(text: str) -> str:
+    """Replace anything token-like (32+ hex digits) with its first 6 digits and an ellipsis."""
+    return _HEX_RUN.sub(lambda m: m.group(0)[:6] + "...", text)
+
+
+class LoginFailed(Exception):
+    """Credentials were refused (HTTP 401)."""
+
+
+class Session(dict):
+    """A token's data as Salt's token store has it (``name``, ``eauth``, ``expire``, ...)."""
+
+    @property
+    def expire(self) -> float:
+        """Epoch seconds at which the token stops being valid."""
+        return float(self.get("expire", 0))
+
+    def expired(self, now: float) -> bool:
+        """True once ``now`` is past the token's expiry."""
+        return now >= self.expire
+
+
+class Authenticator:
+    """Salt eauth for the engine's handlers.
+
+    Args:
+        opts: the master's opts.
+        load_auth: factory for the Salt auth object (tests inject a fake).
+    """
+
+    def __init__(
+        self, opts: Mapping[str, Any], load_auth: Callable[[Any], Any] | None = None
+    ) -> None:
+        if load_auth is None:
+            import salt.auth  # pylint: disable=import-outside-toplevel
+
+            load_auth = salt.auth.LoadAuth
+        self._opts = opts
+        self._auth = load_auth(opts)
+        self._pattern = token_pattern(opts.get("hash_type") or "sha256")
+        # One worker: LoadAuth is not documented as thread-safe, and logins are rare.
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-auth")
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a blocking method of this class on the auth worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    def shutdown(self) -> None:
+        """Stop the worker thread."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def well_formed(self, token: str) -> bool:
+        """True if ``token`` has the shape of this master's tokens."""
+        return bool(self._pattern.fullmatch(token or ""))
+
+    def login(self, username: str, password: str, eauth: str) -> dict[str, Any]:
+        """Authenticate and return saltnado's login payload (blocking).
+
+        Raises:
+            LoginFailed: the eauth backend refused the credentials, or the
+                user has no ``external_auth`` entry for that backend.
+        """
+        import salt.netapi  # pylint: disable=import-outside-toplevel
+
+        creds = {"username": username, "password": password, "eauth": eauth}
+        token = self._auth.mk_token(creds)
+        if "token" not in token:
+            raise LoginFailed("could not authenticate using the provided credentials")
+        try:
+            eauth_config = self._opts["external_auth"][token["eauth"]]
+            perms = salt.netapi.sorted_permissions(
+                # sum_permissions extends the lists it is given: hand it a copy,
+                # or every login would grow the master's external_auth config.
+                salt.netapi.sum_permissions(token, copy.deepcopy(dict(eauth_config)))
+            )
+        except (KeyError, AttributeError, TypeError):
+            self._auth.rm_token(token["token"])
+            raise LoginFailed(f"no external_auth permissions for this user with eauth '{eauth}'")
+        return {
+            "perms": perms,
+            "start": token["start"],
+            "token": token["token"],
+            "expire": token["expire"],
+            "user": token["name"],
+            "eauth": token["eauth"],
+        }
+
+    def session(self, token: str, now: float | None = None) -> Session | None:
+        """The token's session, or None if malformed, unknown or expired (blocking)."""
+        if not self.well_formed(token):
+            return None
+        data = self._auth.get_tok(token)
+        if not data:
+            return None
+        session = Session(data)
+        if session.expired(time.time() if now is None else now):
+            return None
+        return session
+
+    def logout(self, token: str) -> bool:
+        """Invalidate ``token`` in the master's token store (blocking)."""
+        if not self.well_formed(token):
+            return False
+        self._auth.rm_token(token)
+        return True

@@ -1,0 +1,197 @@
+"""Engine options: defaults, validation and clear errors.
+
+Pure: no Salt, no tornado. The option names follow Salt's ``rest_tornado``
+netapi so that a ``rest_tornado:`` block can be moved under the engine
+unchanged. Everything here is checked before the engine binds anything, and a
+problem is reported as :class:`ConfigError` naming the offending option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl
+from typing import Any, Mapping
+
+__all__ = [
+    "DEFAULTS",
+    "IGNORED_REST_TORNADO_OPTIONS",
+    "Config",
+    "ConfigError",
+    "parse",
+    "ssl_context",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, always naming the option at fault."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"option '{option}': {message}")
+        self.option = option
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Validated engine configuration.
+
+    Attributes mirror the ``engines: - ws:`` options; see the engine module
+    docstring (``_engines/ws.py``) for the user-facing reference.
+    """
+
+    port: int = 8000
+    address: str = "0.0.0.0"
+    ssl_crt: str | None = None
+    ssl_key: str | None = None
+    disable_ssl: bool = False
+    debug: bool = False
+    cors_origin: str | tuple[str, ...] | None = None
+    websockets: bool = True
+    backlog: int = 128
+    num_processes: int = 1
+    client_queue_size: int = 10000
+    bind_retry_interval: float = 10.0
+
+    @property
+    def tls(self) -> bool:
+        """True when the engine serves https/wss."""
+        return not self.disable_ssl
+
+
+DEFAULTS = Config()
+
+# rest_tornado options that make sense only for salt-api's other endpoints.
+# They are accepted (so a rest_tornado block moves over unchanged) and ignored.
+IGNORED_REST_TORNADO_OPTIONS = frozenset({"webhook_disable_auth", "webhook_url"})
+
+_BOOL_OPTIONS = ("disable_ssl", "debug", "websockets")
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(name, f"expected an integer, got {type(value).__name__} {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(name, f"must be between {lo} and {hi}, got {number}")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    raise ConfigError(name, f"expected True or False, got {value!r}")
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(name, f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _cors(value: Any) -> str | tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _str("cors_origin", value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise ConfigError("cors_origin", f"expected '*', an origin or a list of origins, got {value!r}")
+
+
+def _readable(name: str, path: str) -> str:
+    if not os.path.isfile(path):
+        raise ConfigError(name, f"file {path!r} does not exist")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(name, f"file {path!r} is not readable by this user")
+    return path
+
+
+def parse(raw: Mapping[str, Any] | None) -> Config:
+    """Validate the engine's keyword arguments and build a :class:`Config`.
+
+    Args:
+        raw: the mapping given under ``engines: - ws:`` (``None`` for an
+            entry without options).
+
+    Returns:
+        The validated configuration; TLS files are checked for readability
+        but not loaded (see :func:`ssl_context`).
+
+    Raises:
+        ConfigError: on an unknown option, a wrong type or value, or a
+            missing TLS file, naming the option.
+    """
+    raw = dict(raw or {})
+    for name in IGNORED_REST_TORNADO_OPTIONS:
+        raw.pop(name, None)
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown option (known options: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for name in _BOOL_OPTIONS:
+        if name in raw:
+            values[name] = _bool(name, raw[name])
+    if "port" in raw:
+        values["port"] = _int("port", raw["port"], 1, 65535)
+    if "address" in raw:
+        values["address"] = _str("address", raw["address"])
+    if "backlog" in raw:
+        values["backlog"] = _int("backlog", raw["backlog"], 1, 65535)
+    if "num_processes" in raw:
+        values["num_processes"] = _int("num_processes", raw["num_processes"], 1, 1)
+    if "client_queue_size" in raw:
+        values["client_queue_size"] = _int(
+            "client_queue_size", raw["client_queue_size"], 10, 10_000_000
+        )
+    if "bind_retry_interval" in raw:
+        values["bind_retry_interval"] = float(
+            _int("bind_retry_interval", raw["bind_retry_interval"], 1, 3600)
+        )
+    if "cors_origin" in raw:
+        values["cors_origin"] = _cors(raw["cors_origin"])
+    if values.get("websockets") is False:
+        raise ConfigError(
+            "websockets", "this engine only serves websockets; remove the option or set it True"
+        )
+    for name in ("ssl_crt", "ssl_key"):
+        if raw.get(name) not in (None, ""):
+            values[name] = _readable(name, _str(name, raw[name]))
+    config = Config(**values)
+    if config.tls and not config.ssl_crt:
+        raise ConfigError(
+            "ssl_crt",
+            "required unless 'disable_ssl: True' is set (plain HTTP is refused by default)",
+        )
+    return config
+
+
+def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """Build the server TLS context, or None when TLS is disabled.
+
+    Python's secure defaults decide protocol floor and ciphers.
+
+    Raises:
+        ConfigError: naming ``ssl_crt`` or ``ssl_key`` when the pair cannot be loaded.
+    """
+    if not config.tls:
+        return None
+    assert config.ssl_crt is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.ssl_crt, config.ssl_key)
+    except (ssl.SSLError, OSError) as exc:
+        option = "ssl_key" if config.ssl_key else "ssl_crt"
+        what = (
+            "certificate and key"
+            if config.ssl_key
+            else "certificate (with its key in the same file)"
+        )
+        raise ConfigError(option, f"cannot load the {what}: {exc}") from None
+    return context

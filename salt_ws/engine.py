@@ -1,0 +1,289 @@
+"""Engine lifecycle: config, loops, wiring, shutdown.
+
+:func:`run` is what the ``ws`` engine's ``start()`` calls in the engine
+process the salt-master spawned. Two threads:
+
+* the **bus thread** (:class:`salt_ws.bus.BusReader`) only reads the master
+  event bus and hands events over;
+* the **main thread** runs the asyncio/tornado loop: it encodes each event
+  once, fans it out through :class:`salt_ws.hub.Hub`, and serves HTTP and
+  websockets.
+
+Salt's process manager restarts an engine whose ``start()`` returns or
+raises, every ~10 s, forever. A configuration error therefore does not
+return: it is logged once at ERROR, and the process then idles until the
+master stops it. A port that is in use is retried quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from typing import Any, Mapping
+
+import tornado.httpserver
+import tornado.netutil
+
+from salt_ws import wire
+from salt_ws.app import MAX_BODY_SIZE, make_app
+from salt_ws.auth import Authenticator
+from salt_ws.bus import BusReader, Handoff, LinkChange
+from salt_ws.config import Config, ConfigError, parse, ssl_context
+from salt_ws.handlers import Services
+from salt_ws.hub import Channel, Hub
+from salt_ws.status import StatusServer, socket_path
+
+__all__ = ["Counters", "Engine", "run"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 2.0  # seconds given to close frames before the process exits
+
+
+@dataclasses.dataclass
+class Counters:
+    """Engine-wide counters (see ``salt-run ws.status``)."""
+
+    started: float = dataclasses.field(default_factory=time.time)
+    events_received: int = 0
+    connections: int = 0
+    messages_sent: int = 0
+    bus_reconnects: int = 0
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1e6):06d}"
+
+
+class Engine:
+    """The running engine: one bus subscription, one HTTP server, one hub.
+
+    Args:
+        opts: the master's opts.
+        config: the validated engine options.
+        tls: the server TLS context (None: plain HTTP).
+    """
+
+    def __init__(
+        self, opts: Mapping[str, Any], config: Config, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.opts = dict(opts)
+        self.config = config
+        self.tls = tls
+        self.counters = Counters()
+        self.hub = Hub(config.client_queue_size)
+        self.auth: Authenticator | None = None
+        self.bus: BusReader | None = None
+        self.server: tornado.httpserver.HTTPServer | None = None
+        self.services: Services | None = None
+        self.status_server: StatusServer | None = None
+        self.listening = False
+        self._stopping: asyncio.Event | None = None
+        self._link_down_since: float | None = None
+
+    # -- bus -> hub -------------------------------------------------------------
+
+    def consume(self, items: list[Any]) -> None:
+        """Encode each bus item once and publish it, in order (engine loop)."""
+        messages: list[str] = []
+        for item in items:
+            if isinstance(item, LinkChange):
+                messages.append(self._link_notice(item))
+                continue
+            tag, data = item
+            messages.append(wire.encode_event(tag, data))
+        self.counters.events_received += len(items)
+        self.hub.publish(Channel.ALL_EVENTS, messages)
+
+    def _link_notice(self, change: LinkChange) -> str:
+        if not change.up:
+            self._link_down_since = change.at
+            return wire.notice(
+                wire.GAP_TAG,
+                _stamp(change.at),
+                reason="the engine lost its master event bus connection; reconnecting",
+                missed=True,
+            )
+        self.counters.bus_reconnects += 1
+        since = self._link_down_since
+        self._link_down_since = None
+        return wire.notice(
+            wire.RESTORED_TAG,
+            _stamp(change.at),
+            reason="event bus connection restored; events between down_since and now were missed",
+            down_since=_stamp(since) if since else None,
+            missed=True,
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT, then close every client with 1001."""
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            await self._start(loop)
+            await self._stopping.wait()
+        finally:
+            await self.shutdown()
+
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.status_server = StatusServer(socket_path(self.opts), {"status": self.status})
+        await self.status_server.start()
+        self.auth = Authenticator(self.opts)
+        handoff = Handoff(loop.call_soon_threadsafe, self.consume)
+        self.bus = BusReader(self.opts, handoff)
+        self.bus.start()
+        if not await loop.run_in_executor(None, self.bus.wait_started, 30.0):
+            log.warning("salt_ws: the event bus subscription is slow to start")
+
+        self.services = Services(self.config, self.hub, self.auth, self.counters)
+        self.server = tornado.httpserver.HTTPServer(
+            make_app(self.services), ssl_options=self.tls, max_body_size=MAX_BODY_SIZE
+        )
+        sockets = await self._bind()
+        if sockets is None:
+            return
+        self.server.add_sockets(sockets)
+        self.listening = True
+        scheme = "https/wss" if self.tls else "http/ws (TLS disabled)"
+        log.info("salt_ws: serving %s on %s:%d", scheme, self.config.address, self.config.port)
+
+    async def _bind(self) -> list[socket.socket] | None:
+        """Bind the listening sockets; retry quietly while the port is in use."""
+        cfg = self.config
+        reported = False
+        while True:
+            try:
+                return tornado.netutil.bind_sockets(cfg.port, cfg.address, backlog=cfg.backlog)
+            except socket.gaierror as exc:
+                raise ConfigError("address", f"cannot resolve {cfg.address!r}: {exc}") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise ConfigError(
+                        "port", f"cannot listen on {cfg.address}:{cfg.port}: {exc.strerror}"
+                    ) from None
+                if not reported:
+                    # EADDRNOTAVAIL: the address is not (yet) on this host, e.g. at boot.
+                    log.error(
+                        "salt_ws: option '%s': cannot listen on %s:%d: %s; retrying every %ds",
+                        "port" if exc.errno == errno.EADDRINUSE else "address",
+                        cfg.address,
+                        cfg.port,
+                        exc.strerror,
+                        cfg.bind_retry_interval,
+                    )
+                    reported = True
+                else:
+                    log.debug("salt_ws: still cannot listen on %s:%d", cfg.address, cfg.port)
+            assert self._stopping is not None
+            try:
+                await asyncio.wait_for(self._stopping.wait(), cfg.bind_retry_interval)
+                return None
+            except asyncio.TimeoutError:
+                continue
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close clients with 1001, unsubscribe from the bus."""
+        log.info("salt_ws: shutting down")
+        if self.server is not None and self.listening:
+            self.server.stop()
+        if self.services is not None:
+            sockets = self.services.sockets
+            for handler in list(sockets):
+                handler.close(wire.CLOSE_GOING_AWAY, "salt master shutting down")
+            deadline = time.monotonic() + SHUTDOWN_GRACE
+            while sockets and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # clients answer the close frame
+        if self.bus is not None:
+            self.bus.stop()
+        if self.auth is not None:
+            self.auth.shutdown()
+        if self.status_server is not None:
+            await self.status_server.stop()
+
+    def status(self) -> dict[str, Any]:
+        """The live state reported by ``salt-run ws.status``."""
+        hub, counters, cfg = self.hub, self.counters, self.config
+        return {
+            "running": True,
+            "state": "serving" if self.listening else "waiting for port",
+            "pid": os.getpid(),
+            "address": cfg.address,
+            "port": cfg.port,
+            "tls": cfg.tls,
+            "uptime": round(time.time() - counters.started, 3),
+            "clients": {channel.value: hub.count(channel) for channel in Channel},
+            "connections_total": counters.connections,
+            "events_received": counters.events_received,
+            "messages_sent": counters.messages_sent,
+            "clients_cut_slow": hub.stats.clients_cut,
+            "queue_high_water": hub.stats.queue_high_water,
+            "client_queue_size": cfg.client_queue_size,
+            "bus_connected": bool(self.bus and self.bus.connected),
+            "bus_reconnects": counters.bus_reconnects,
+        }
+
+
+async def _wait_for_stop() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _park(opts: Mapping[str, Any], reason: str) -> None:
+    """Idle until the master stops this process, so Salt does not restart (and re-log) us.
+
+    ``salt-run ws.status`` still answers, with the reason.
+    """
+    failed = {"running": False, "state": "failed", "pid": os.getpid(), "message": reason}
+    server = StatusServer(socket_path(opts), {"status": lambda: failed})
+    try:
+        await server.start()
+    except OSError as exc:
+        log.debug("salt_ws: no status socket while parked: %s", exc)
+    try:
+        await _wait_for_stop()
+    finally:
+        await server.stop()
+
+
+async def _main(opts: Mapping[str, Any], raw_config: Mapping[str, Any] | None) -> None:
+    try:
+        config = parse(raw_config)
+        await Engine(opts, config, ssl_context(config)).serve()
+    except ConfigError as exc:
+        log.error("salt_ws engine not started: %s", exc)
+        await _park(opts, f"not started: {exc}")
+    except Exception as exc:  # pylint: disable=broad-except
+        log.critical(
+            "salt_ws engine failed; it stays down until the salt-master restarts", exc_info=True
+        )
+        await _park(opts, f"failed: {exc!r}; see the master log")
+
+
+def run(opts: Mapping[str, Any], raw_config: Mapping[str, Any] | None) -> None:
+    """Entry point of the ``ws`` engine (blocking, in the engine process).
+
+    Args:
+        opts: the master's ``__opts__``.
+        raw_config: the options under ``engines: - ws:``.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_main(opts, raw_config))
+    finally:
+        loop.close()
+    log.info("salt_ws: engine stopped (pid %d)", os.getpid())

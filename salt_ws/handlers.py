@@ -1,0 +1,286 @@
+"""Tornado handlers: ``/login``, ``/logout`` and the event websockets. Thin.
+
+Handlers get their collaborators (hub, authenticator, config, counters)
+through tornado's ``initialize()`` keyword arguments, never from globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+from typing import Any
+
+import tornado.web
+import tornado.websocket
+
+from salt_ws import wire
+from salt_ws.auth import LoginFailed, redact
+from salt_ws.hub import Channel, Subscription
+
+__all__ = [
+    "AUTH_COOKIE",
+    "CLIENT_READY",
+    "EventsHandler",
+    "LoginHandler",
+    "LogoutHandler",
+    "Services",
+]
+
+log = logging.getLogger(__name__)
+
+AUTH_COOKIE = "session_id"  # saltnado's cookie name
+CLIENT_READY = "websocket client ready"
+WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
+
+JSON_TYPES = ("application/json", "text/json")
+YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
+
+
+class Services:
+    """What the handlers share; built once by :func:`salt_ws.app.make_app`."""
+
+    def __init__(self, config: Any, hub: Any, auth: Any, counters: Any) -> None:
+        self.config = config
+        self.hub = hub
+        self.auth = auth
+        self.counters = counters
+        self.sockets: set[Any] = set()  # open websockets, closed with 1001 at shutdown
+
+
+def _check_cors_origin(origin: str, allowed: str | tuple[str, ...] | None) -> str | None:
+    """rest_tornado's rule: ``*``, one origin, or a list of origins."""
+    if allowed is None:
+        return None
+    if isinstance(allowed, tuple):
+        return origin if origin in allowed else None
+    if allowed in ("*", origin):
+        return allowed
+    return None
+
+
+class _Redacting:
+    """Keeps tokens in request paths out of tornado's own log lines."""
+
+    request: Any
+
+    def _request_summary(self) -> str:
+        return f"{self.request.method} {redact(self.request.uri)} ({self.request.remote_ip})"
+
+
+class BaseHandler(_Redacting, tornado.web.RequestHandler):
+    """JSON (or YAML, on request) responses and rest_tornado's CORS headers."""
+
+    services: Services
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    def prepare(self) -> None:
+        origin = self.request.headers.get("Origin")
+        allowed = _check_cors_origin(origin, self.services.config.cors_origin) if origin else None
+        if allowed:
+            self.set_header("Access-Control-Allow-Origin", allowed)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight, as rest_tornado answers it."""
+        requested = self.request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            self.set_header("Access-Control-Allow-Headers", requested)
+        self.set_header("Access-Control-Expose-Headers", "X-Auth-Token")
+        self.set_header("Access-Control-Allow-Methods", "OPTIONS, GET, POST")
+        self.set_status(204)
+        self.finish()
+
+    def reply(self, payload: Any, status: int = 200) -> None:
+        """Serialize ``payload`` per the ``Accept`` header and finish."""
+        self.set_status(status)
+        accept = self.request.headers.get("Accept", "")
+        if any(t in accept for t in YAML_TYPES) and not any(t in accept for t in JSON_TYPES):
+            import salt.utils.yaml  # pylint: disable=import-outside-toplevel
+
+            self.set_header("Content-Type", "application/x-yaml")
+            self.finish(salt.utils.yaml.safe_dump(payload, default_flow_style=False))
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(wire.encode(payload))
+
+    def fail(self, status: int, message: str) -> None:
+        """An error in saltnado's shape: ``{"status": ..., "return": message}``."""
+        reason = tornado.httputil.responses.get(status, "Error")
+        self.reply({"status": f"{status} {reason}", "return": message}, status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.fail(status_code, self._reason)
+
+    def payload(self) -> dict[str, Any]:
+        """The request body as a dict, from JSON or form encoding.
+
+        Raises:
+            ValueError: with a message naming what is wrong.
+        """
+        body = self.request.body or b""
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype in JSON_TYPES:
+            try:
+                data = json.loads(body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise ValueError("the request body is not valid JSON") from None
+            if isinstance(data, list) and len(data) == 1:
+                data = data[0]  # salt-api clients sometimes send a one-item lowstate list
+            if not isinstance(data, dict):
+                raise ValueError("the JSON body must be an object")
+            return data
+        if ctype in ("", "application/x-www-form-urlencoded", "multipart/form-data"):
+            return {k: self.get_body_argument(k) for k in self.request.body_arguments}
+        raise ValueError(f"unsupported Content-Type {ctype!r}; send JSON or form data")
+
+    def request_token(self) -> str | None:
+        """A token from the ``X-Auth-Token`` header or the session cookie."""
+        return self.request.headers.get("X-Auth-Token") or self.get_cookie(AUTH_COOKIE)
+
+
+class LoginHandler(BaseHandler):
+    """``POST /login``: eauth credentials in, saltnado's token payload out."""
+
+    def get(self) -> None:
+        self.set_header("WWW-Authenticate", "Session")
+        self.fail(401, "Please log in")
+
+    async def post(self) -> None:
+        try:
+            data = self.payload()
+        except ValueError as exc:
+            self.fail(400, str(exc))
+            return
+        creds = {}
+        for field in ("username", "password", "eauth"):
+            value = data.get(field)
+            if not isinstance(value, str) or not value:
+                self.fail(400, f"missing or empty field '{field}'")
+                return
+            creds[field] = value
+        auth = self.services.auth
+        try:
+            result = await auth.run(
+                auth.login, creds["username"], creds["password"], creds["eauth"]
+            )
+        except LoginFailed as exc:
+            log.info(
+                "salt_ws: login refused for user %r (eauth %s)", creds["username"], creds["eauth"]
+            )
+            self.fail(401, str(exc))
+            return
+        self.set_cookie(
+            AUTH_COOKIE,
+            result["token"],
+            httponly=True,
+            samesite="Strict",
+            secure=self.services.config.tls,
+            expires=result["expire"],
+        )
+        self.set_header("X-Auth-Token", result["token"])
+        self.reply({"return": [result]})
+
+
+class LogoutHandler(BaseHandler):
+    """``POST /logout``: invalidates the token (header, cookie or body ``token``)."""
+
+    async def post(self) -> None:
+        token = self.request_token()
+        if not token:
+            try:
+                token = self.payload().get("token")
+            except ValueError:
+                token = None
+        auth = self.services.auth
+        if not token or not await auth.run(auth.logout, token):
+            self.fail(401, "no valid token given")
+            return
+        self.clear_cookie(AUTH_COOKIE)
+        self.reply({"return": "Your token has been cleared"})
+
+
+class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
+    """A websocket streaming one :class:`~salt_ws.hub.Channel` after the ready handshake.
+
+    The token is checked before the upgrade (401 otherwise). Nothing is sent
+    until the client sends ``websocket client ready``; from then on every
+    message of the channel is sent in order, or the socket is closed with a
+    reason (see :mod:`salt_ws.hub` for the codes).
+    """
+
+    services: Services
+    channel: Channel
+
+    def initialize(self, services: Services, channel: Channel) -> None:
+        self.services = services
+        self.channel = channel
+        self.session: dict[str, Any] | None = None
+        self._sub: Subscription | None = None
+        self._wakeup = asyncio.Event()
+
+    async def get(self, token: str = "", *args: Any, **kwargs: Any) -> None:
+        auth = self.services.auth
+        token = urllib.parse.unquote(token or "")
+        self.session = await auth.run(auth.session, token) if token else None
+        if self.session is None:
+            self.set_status(401)
+            self.set_header("Content-Type", "application/json")
+            self.finish(
+                wire.encode({"status": "401 Unauthorized", "return": "invalid or expired token"})
+            )
+            return
+        await super().get(token, *args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        if self.services.config.cors_origin:
+            return bool(_check_cors_origin(origin, self.services.config.cors_origin))
+        return super().check_origin(origin)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        self.set_nodelay(True)
+        self.services.sockets.add(self)
+        self.services.counters.connections += 1
+
+    def on_message(self, message: str | bytes) -> None:
+        if message != CLIENT_READY or self._sub is not None:
+            return
+        self._sub = self.services.hub.subscribe(self.channel, self._wakeup.set, self._cut)
+        asyncio.get_running_loop().create_task(self._pump(self._sub))
+
+    def on_close(self) -> None:
+        self.services.sockets.discard(self)
+        if self._sub is not None:
+            self.services.hub.unsubscribe(self._sub)
+        self._wakeup.set()
+
+    def _cut(self, code: int, reason: str) -> None:
+        log.warning(
+            "salt_ws: closing %s client %s: %s", self.channel.value, self.request.remote_ip, reason
+        )
+        self._wakeup.set()
+        self.close(code, reason)
+
+    async def _pump(self, sub: Subscription) -> None:
+        """Write queued messages in order; one flush per batch keeps tornado's buffer small."""
+        outbox, counters = sub.outbox, self.services.counters
+        try:
+            while sub.active:
+                if not outbox:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                batch = outbox.take(WRITE_BATCH)
+                sent = None
+                for message in batch:
+                    sent = self.write_message(message)
+                counters.messages_sent += len(batch)
+                await sent
+        except tornado.websocket.WebSocketClosedError:
+            pass

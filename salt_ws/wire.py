@@ -1,0 +1,76 @@
+"""What goes on the websocket: JSON encoding of events and engine notices.
+
+Pure. Every message is one JSON text frame, exactly as saltnado sends it on
+``/all_events``: ``{"tag": ..., "data": {...}}`` with no prefix and no
+trailing newline. Event payloads come from msgpack and may hold values JSON
+cannot express (bytes, sets, non-string keys, NaN); they are converted
+rather than allowed to break a socket.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_TOO_SLOW",
+    "GAP_TAG",
+    "RESTORED_TAG",
+    "encode",
+    "encode_event",
+    "jsonable",
+    "notice",
+]
+
+# Close codes (RFC 6455 section 7.4.1; 4000-4999 are this application's own).
+CLOSE_GOING_AWAY = 1001  # the engine is stopping (salt-master shutdown)
+CLOSE_TOO_SLOW = 4001  # the client fell more than client_queue_size messages behind
+
+# Tags of the engine's own notices, sent in the event shape so that existing
+# clients need no new parsing. Both mean "events may have been missed".
+GAP_TAG = "salt_ws/bus/lost"
+RESTORED_TAG = "salt_ws/bus/restored"
+
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+
+
+def jsonable(value: Any) -> Any:
+    """Return ``value`` converted to something :mod:`json` encodes strictly.
+
+    Bytes become text (undecodable bytes escaped), sets and tuples lists,
+    non-string keys strings, NaN/Infinity strings, anything else its
+    ``str()``.
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {
+            k if isinstance(k, str) else str(jsonable(k)): jsonable(v) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def encode(message: Any) -> str:
+    """Encode one message as compact, strict JSON; never raises for odd payloads."""
+    try:
+        return _encoder.encode(message)
+    except (TypeError, ValueError):
+        return _encoder.encode(jsonable(message))
+
+
+def encode_event(tag: str, data: Any) -> str:
+    """Encode a bus event as saltnado's ``{"tag": ..., "data": ...}`` frame."""
+    return encode({"tag": tag, "data": data})
+
+
+def notice(tag: str, stamp: str, **data: Any) -> str:
+    """Encode one of the engine's own notices (e.g. :data:`GAP_TAG`) in event shape."""
+    return encode_event(tag, {**data, "_stamp": stamp})
