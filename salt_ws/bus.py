@@ -101,7 +101,8 @@ class BusReader(threading.Thread):
         self._opts = opts
         self._handoff = handoff
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stopping = False
         self._ready = threading.Event()
         self.connected = False
         self.reconnects = 0
@@ -123,7 +124,8 @@ class BusReader(threading.Thread):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the reader to unsubscribe and end; joins the thread."""
-        loop, stop = self._loop, self._stop
+        self._stopping = True
+        loop, stop = self._loop, self._stop_event
         if loop is not None and stop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(stop.set)
@@ -134,7 +136,7 @@ class BusReader(threading.Thread):
     async def _main(self) -> None:
         import salt.utils.event  # pylint: disable=import-outside-toplevel
 
-        self._stop = asyncio.Event()
+        self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         event = salt.utils.event.get_master_event(
             self._opts, self._opts["sock_dir"], listen=True, io_loop=loop
@@ -155,7 +157,7 @@ class BusReader(threading.Thread):
         self.connected = True
         self._ready.set()
         try:
-            await self._stop.wait()
+            await self._stop_event.wait()
         finally:
             event.destroy()
 
@@ -166,20 +168,28 @@ class BusReader(threading.Thread):
             log.warning("salt_ws: cannot watch the event bus link with this Salt version")
             return
 
+        down_since: list[float] = []
+
         async def on_disconnect(*_: Any) -> None:
-            if not self.connected:
+            if not self.connected or self._stopping:
                 return
             self.connected = False
+            down_since[:] = [time.time()]
             log.warning("salt_ws: lost the master event bus connection; reconnecting")
-            self._handoff.put(LinkChange(False, time.time()))
+            self._handoff.put(LinkChange(False, down_since[0]))
 
         async def on_connect(*_: Any) -> None:
-            if self.connected:
+            if self.connected or self._stopping:
                 return
             self.connected = True
             self.reconnects += 1
-            log.warning("salt_ws: reconnected to the master event bus; events may have been missed")
-            self._handoff.put(LinkChange(True, time.time()))
+            now = time.time()
+            log.warning(
+                "salt_ws: reconnected to the master event bus after %.1fs; "
+                "events of that interval were missed",
+                now - down_since[0] if down_since else 0.0,
+            )
+            self._handoff.put(LinkChange(True, now))
 
         subscriber.disconnect_callback = on_disconnect
         subscriber.connect_callback = on_connect

@@ -35,7 +35,7 @@ from salt_ws import wire
 from salt_ws.app import MAX_BODY_SIZE, make_app
 from salt_ws.auth import Authenticator
 from salt_ws.bus import BusReader, Handoff, LinkChange
-from salt_ws.config import Config, ConfigError, parse, ssl_context
+from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
 from salt_ws.status import StatusServer, socket_path
@@ -137,7 +137,9 @@ class Engine:
             await self.shutdown()
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.status_server = StatusServer(socket_path(self.opts), {"status": self.status})
+        self.status_server = StatusServer(
+            socket_path(self.opts, self.config.port), {"status": self.status}
+        )
         await self.status_server.start()
         self.auth = Authenticator(self.opts)
         handoff = Handoff(loop.call_soon_threadsafe, self.consume)
@@ -234,6 +236,12 @@ class Engine:
         }
 
 
+def _port_label(port: object) -> str:
+    """The port as a safe file-name part (the option may be anything before validation)."""
+    text = str(port)
+    return text if text.isdigit() else "invalid-port"
+
+
 async def _wait_for_stop() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -242,13 +250,13 @@ async def _wait_for_stop() -> None:
     await stop.wait()
 
 
-async def _park(opts: Mapping[str, Any], reason: str) -> None:
+async def _park(opts: Mapping[str, Any], port: object, reason: str) -> None:
     """Idle until the master stops this process, so Salt does not restart (and re-log) us.
 
     ``salt-run ws.status`` still answers, with the reason.
     """
     failed = {"running": False, "state": "failed", "pid": os.getpid(), "message": reason}
-    server = StatusServer(socket_path(opts), {"status": lambda: failed})
+    server = StatusServer(socket_path(opts, port), {"status": lambda: failed})
     try:
         await server.start()
     except OSError as exc:
@@ -260,17 +268,18 @@ async def _park(opts: Mapping[str, Any], reason: str) -> None:
 
 
 async def _main(opts: Mapping[str, Any], raw_config: Mapping[str, Any] | None) -> None:
+    port = _port_label((raw_config or {}).get("port", DEFAULTS.port))
     try:
         config = parse(raw_config)
         await Engine(opts, config, ssl_context(config)).serve()
     except ConfigError as exc:
         log.error("salt_ws engine not started: %s", exc)
-        await _park(opts, f"not started: {exc}")
+        await _park(opts, port, f"not started: {exc}")
     except Exception as exc:  # pylint: disable=broad-except
         log.critical(
             "salt_ws engine failed; it stays down until the salt-master restarts", exc_info=True
         )
-        await _park(opts, f"failed: {exc!r}; see the master log")
+        await _park(opts, port, f"failed: {exc!r}; see the master log")
 
 
 def run(opts: Mapping[str, Any], raw_config: Mapping[str, Any] | None) -> None:

@@ -1,7 +1,8 @@
 """What ``salt-run ws.status`` reports, and how the runner reaches the engine.
 
-The engine listens on a Unix socket in the master's ``sock_dir``
-(``salt_ws.sock``, mode 0600: only the master's user can ask). The protocol
+Each engine instance listens on a Unix socket in the master's ``sock_dir``
+named after its HTTP port (``salt_ws.8000.sock``; mode 0600: only the
+master's user can ask). The protocol
 is one line each way: the runner sends a command (``status``), the engine
 answers one JSON object. Nothing is opened to the network.
 """
@@ -16,16 +17,16 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
-__all__ = ["SOCKET_NAME", "StatusServer", "query", "report", "socket_path"]
+__all__ = ["StatusServer", "query", "report", "socket_path"]
 
 log = logging.getLogger(__name__)
 
-SOCKET_NAME = "salt_ws.sock"
+_PREFIX, _SUFFIX = "salt_ws.", ".sock"
 
 
-def socket_path(opts: Mapping[str, Any]) -> str:
-    """Where the engine of the master with these opts listens."""
-    return os.path.join(opts["sock_dir"], SOCKET_NAME)
+def socket_path(opts: Mapping[str, Any], port: object) -> str:
+    """Where the engine instance serving ``port`` on this master answers."""
+    return os.path.join(opts["sock_dir"], f"{_PREFIX}{port}{_SUFFIX}")
 
 
 class StatusServer:
@@ -99,13 +100,35 @@ def query(path: str, command: str = "status", timeout: float = 1.0) -> dict[str,
 
 
 def report(opts: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
-    """The engine's live state, or ``{"running": False, "message": ...}``."""
-    path = socket_path(opts)
+    """The live state of this master's engine.
+
+    Returns:
+        The engine's answer (``running: True``...), or ``{"running": False,
+        "message": ...}`` when no engine answers. With several engine
+        instances (``engine_module: ws``), ``{"running": ..., "engines":
+        {port: answer}}``.
+    """
+    sock_dir = opts["sock_dir"]
     try:
-        answer = query(path, "status", timeout)
-    except FileNotFoundError:
-        return {"running": False, "message": f"the ws engine is not running (no {path})"}
-    except (OSError, ValueError) as exc:
-        return {"running": False, "message": f"the ws engine is not running ({path}: {exc})"}
-    answer.setdefault("running", True)
-    return answer
+        names = sorted(
+            n for n in os.listdir(sock_dir) if n.startswith(_PREFIX) and n.endswith(_SUFFIX)
+        )
+    except OSError as exc:
+        return {"running": False, "message": f"the ws engine is not running ({exc})"}
+    answers: dict[str, dict[str, Any]] = {}
+    for name in names:
+        path = os.path.join(sock_dir, name)
+        try:
+            answer = query(path, "status", timeout)
+        except (OSError, ValueError):
+            continue  # a stale socket of a stopped engine
+        answer.setdefault("running", True)
+        answers[name[len(_PREFIX) : -len(_SUFFIX)]] = answer
+    if not answers:
+        return {
+            "running": False,
+            "message": f"the ws engine is not running on this master (no answer in {sock_dir})",
+        }
+    if len(answers) == 1:
+        return next(iter(answers.values()))
+    return {"running": all(a["running"] for a in answers.values()), "engines": answers}
