@@ -21,6 +21,8 @@ from typing import Any, Callable, Mapping, TypeVar
 __all__ = [
     "Authenticator",
     "LoginFailed",
+    "RedactingFilter",
+    "install_log_redaction",
     "Session",
     "redact",
     "token_pattern",
@@ -43,6 +45,43 @@ _HEX_RUN = re.compile(r"[0-9A-Fa-f]{32,}")
 def redact(text: str) -> str:
     """Replace anything token-like (32+ hex digits) with its first 6 digits and an ellipsis."""
     return _HEX_RUN.sub(lambda m: m.group(0)[:6] + "...", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites any log record whose text holds something token-like.
+
+    Salt itself logs tokens in places (``salt.auth`` warns ``Token '<token>'
+    could not be loaded``); in the engine process every record passes here
+    before any handler formats it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # pylint: disable=broad-except
+            return True
+        clean = redact(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            formatted = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = redact(formatted)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
+
+
+def install_log_redaction(root: logging.Logger | None = None) -> int:
+    """Add a :class:`RedactingFilter` to every handler of the root logger (idempotent).
+
+    Returns:
+        How many handlers carry the filter.
+    """
+    root = root or logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+    return len(root.handlers)
 
 
 class LoginFailed(Exception):

@@ -33,7 +33,7 @@ import tornado.netutil
 
 from salt_ws import wire
 from salt_ws.app import MAX_BODY_SIZE, make_app
-from salt_ws.auth import Authenticator
+from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff, LinkChange
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 from salt_ws.handlers import Services
@@ -289,6 +289,7 @@ def run(opts: Mapping[str, Any], raw_config: Mapping[str, Any] | None) -> None:
         opts: the master's ``__opts__``.
         raw_config: the options under ``engines: - ws:``.
     """
+    install_log_redaction()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -127,6 +127,32 @@ class DevMaster:
             except OSError:
                 time.sleep(0.2)
         raise TimeoutError(f"the ws engine did not listen on {self.ws_port} in {timeout}s")
+
+    def wait_port(self, port: int, timeout: float) -> None:
+        """Block until something accepts TCP connections on 127.0.0.1:``port``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"nothing listened on {port} in {timeout}s")
+
+    def start_api(self, ports: Iterable[int] = (), timeout: float = 60.0) -> subprocess.Popen:
+        """Start ``salt-api`` on this master's config (its netapi blocks go in ``extra``).
+
+        Call after :meth:`start`; waits until each of ``ports`` listens. The
+        process is stopped (first) by :meth:`stop`.
+        """
+        proc = subprocess.Popen(
+            [os.path.join(BIN, "salt-api"), "-c", self.conf_dir, "-l", "quiet"],
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        for port in ports:
+            self.wait_port(port, timeout)
+        return proc
 
     def salt(self, *args: str, timeout: float = 60) -> str:
         return subprocess.run(
