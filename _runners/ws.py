@@ -28,6 +28,13 @@ def __virtual__():
 def status():
     """Show the state of the ``ws`` engine on this master.
 
+    Returns ``running``, ``state`` (serving / waiting for port / failed),
+    ``pid``, ``address``, ``port``, ``tls``, ``uptime`` (s), ``clients`` per
+    endpoint, ``events_received``, ``messages_sent``, ``clients_cut_slow``,
+    ``queue_high_water`` and the bus link state. When no engine answers, one
+    ``message`` line says so and the exit code is 1. With several engine
+    instances, ``engines`` maps each port to its report.
+
     CLI Example:
 
     .. code-block:: bash
@@ -37,5 +44,7 @@ def status():
     """
     ret = salt_ws.status.report(__opts__)  # noqa: F821 - injected by Salt's loader
     if not ret.get("running"):
+        # success=False for the job, and salt-run's exit code (it reads "retcode")
         __context__["retcode"] = 1  # noqa: F821
+        ret["retcode"] = 1
     return ret

@@ -22,8 +22,8 @@ __all__ = [
     "Authenticator",
     "LoginFailed",
     "RedactingFilter",
-    "install_log_redaction",
     "Session",
+    "install_log_redaction",
     "redact",
     "token_pattern",
 ]

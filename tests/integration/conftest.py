@@ -135,6 +135,7 @@ class EngineMaster:
         self.port = port
         self.scheme = scheme
         self.ssl_context: ssl.SSLContext | None = None
+        self.cafile: str | None = None
 
     @property
     def url(self) -> str:

@@ -1,0 +1,400 @@
+"""salt_ws.config: engine options, their defaults, validation and TLS loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import ssl
+import threading
+
+import pytest
+import yaml
+
+import salt_ws.ext_engines.ws as engine_shim
+from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
+
+PLAIN = {"disable_ssl": True}  # the smallest valid configuration
+
+
+def plain(**options):
+    return {**PLAIN, **options}
+
+
+# -- defaults ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "default"),
+    [
+        ("port", 8000),
+        ("address", "0.0.0.0"),
+        ("ssl_crt", None),
+        ("ssl_key", None),
+        ("disable_ssl", False),
+        ("debug", False),
+        ("cors_origin", None),
+        ("websockets", True),
+        ("backlog", 128),
+        ("num_processes", 1),
+        ("client_queue_size", 10000),
+        ("bind_retry_interval", 10.0),
+    ],
+    ids=str,
+)
+def test_default(option, default):
+    assert getattr(DEFAULTS, option) == default
+    if option != "disable_ssl":
+        assert getattr(parse(PLAIN), option) == default
+
+
+def test_the_defaults_table_covers_every_option():
+    assert {f.name for f in dataclasses.fields(Config)} == {
+        "port",
+        "address",
+        "ssl_crt",
+        "ssl_key",
+        "disable_ssl",
+        "debug",
+        "cors_origin",
+        "websockets",
+        "backlog",
+        "num_processes",
+        "client_queue_size",
+        "bind_retry_interval",
+    }
+
+
+def test_disable_ssl_alone_is_a_complete_configuration():
+    assert parse(PLAIN) == Config(disable_ssl=True)
+    assert parse(PLAIN).tls is False
+
+
+def test_engine_docstring_documents_every_option_with_its_default():
+    doc = engine_shim.__doc__
+    block = doc[doc.index("engines:") : doc.index("``webhook_url``")]
+    documented = yaml.safe_load(block)["engines"][0]["ws"]
+    assert set(documented) == {f.name for f in dataclasses.fields(Config)}
+    for option, value in documented.items():
+        if option not in ("ssl_crt", "ssl_key"):  # example paths, not defaults
+            assert value == getattr(DEFAULTS, option), option
+
+
+@pytest.mark.parametrize("raw", [None, {}], ids=["none", "empty"])
+def test_tls_is_on_by_default_so_an_empty_entry_needs_ssl_crt(raw):
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert err.value.option == "ssl_crt"
+    assert "disable_ssl" in err.value.message
+
+
+# -- valid values ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "option", "expected"),
+    [
+        ({"port": 1}, "port", 1),
+        ({"port": 65535}, "port", 65535),
+        ({"port": "8080"}, "port", 8080),
+        ({"port": " 8080 "}, "port", 8080),
+        ({"address": "127.0.0.1"}, "address", "127.0.0.1"),
+        ({"address": " ::1 "}, "address", "::1"),
+        ({"address": "localhost"}, "address", "localhost"),
+        ({"disable_ssl": "true"}, "disable_ssl", True),
+        ({"disable_ssl": "True"}, "disable_ssl", True),
+        ({"disable_ssl": " YES "}, "disable_ssl", True),
+        ({"debug": True}, "debug", True),
+        ({"debug": False}, "debug", False),
+        ({"debug": "yes"}, "debug", True),
+        ({"debug": "no"}, "debug", False),
+        ({"debug": "FALSE"}, "debug", False),
+        ({"websockets": True}, "websockets", True),
+        ({"websockets": "true"}, "websockets", True),
+        ({"backlog": 1}, "backlog", 1),
+        ({"backlog": 65535}, "backlog", 65535),
+        ({"backlog": "512"}, "backlog", 512),
+        ({"num_processes": 1}, "num_processes", 1),
+        ({"num_processes": "1"}, "num_processes", 1),
+        ({"client_queue_size": 10}, "client_queue_size", 10),
+        ({"client_queue_size": 10_000_000}, "client_queue_size", 10_000_000),
+        ({"client_queue_size": "250"}, "client_queue_size", 250),
+        ({"bind_retry_interval": 1}, "bind_retry_interval", 1.0),
+        ({"bind_retry_interval": 3600}, "bind_retry_interval", 3600.0),
+        ({"bind_retry_interval": "5"}, "bind_retry_interval", 5.0),
+        ({"cors_origin": None}, "cors_origin", None),
+        ({"cors_origin": "*"}, "cors_origin", "*"),
+        ({"cors_origin": "https://ui.example"}, "cors_origin", "https://ui.example"),
+        ({"cors_origin": ["https://a.example", "https://b.example"]}, "cors_origin",
+         ("https://a.example", "https://b.example")),
+        ({"cors_origin": ("https://a.example",)}, "cors_origin", ("https://a.example",)),
+        ({"ssl_crt": ""}, "ssl_crt", None),
+        ({"ssl_key": None}, "ssl_key", None),
+    ],
+    ids=repr,
+)  # fmt: skip
+def test_valid_value(raw, option, expected):
+    config = parse(plain(**raw))
+    value = getattr(config, option)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_disable_ssl_false_with_a_certificate_serves_tls(tls_files):
+    config = parse({"disable_ssl": "no", "ssl_crt": str(tls_files.crt)})
+    assert config.disable_ssl is False
+    assert config.tls is True
+
+
+# -- invalid values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("port", 0, "between 1 and 65535"),
+        ("port", 65536, "between 1 and 65535"),
+        ("port", -1, "between 1 and 65535"),
+        ("port", "http", "expected an integer"),
+        ("port", "", "expected an integer"),
+        ("port", "8e3", "expected an integer"),
+        ("port", 8000.0, "expected an integer"),
+        ("port", True, "expected an integer"),
+        ("port", None, "expected an integer"),
+        ("port", [8000], "expected an integer"),
+        ("address", "", "non-empty string"),
+        ("address", "   ", "non-empty string"),
+        ("address", 127, "non-empty string"),
+        ("address", None, "non-empty string"),
+        ("disable_ssl", "maybe", "expected True or False"),
+        ("disable_ssl", "", "expected True or False"),
+        ("disable_ssl", 1, "expected True or False"),
+        ("disable_ssl", None, "expected True or False"),
+        ("debug", "on", "expected True or False"),
+        ("debug", 0, "expected True or False"),
+        ("websockets", "sure", "expected True or False"),
+        ("websockets", False, "only serves websockets"),
+        ("websockets", "false", "only serves websockets"),
+        ("websockets", "no", "only serves websockets"),
+        ("backlog", 0, "between 1 and 65535"),
+        ("backlog", 65536, "between 1 and 65535"),
+        ("backlog", "many", "expected an integer"),
+        ("num_processes", 0, "between 1 and 1"),
+        ("num_processes", 2, "between 1 and 1"),
+        ("num_processes", "4", "between 1 and 1"),
+        ("client_queue_size", 9, "between 10 and 10000000"),
+        ("client_queue_size", 10_000_001, "between 10 and 10000000"),
+        ("client_queue_size", False, "expected an integer"),
+        ("bind_retry_interval", 0, "between 1 and 3600"),
+        ("bind_retry_interval", 3601, "between 1 and 3600"),
+        ("bind_retry_interval", "soon", "expected an integer"),
+        ("cors_origin", "", "non-empty string"),
+        ("cors_origin", 5, "list of origins"),
+        ("cors_origin", ["https://a.example", ""], "list of origins"),
+        ("cors_origin", ["https://a.example", 3], "list of origins"),
+        ("cors_origin", {"https://a.example"}, "list of origins"),
+        ("cors_origin", {"https://a.example": True}, "list of origins"),
+        ("ssl_crt", 5, "non-empty string"),
+        ("ssl_crt", "   ", "non-empty string"),
+        ("ssl_key", ["key.pem"], "non-empty string"),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_invalid_value_names_the_option(option, value, says):
+    with pytest.raises(ConfigError) as err:
+        parse(plain(**{option: value}))
+    assert err.value.option == option
+    assert says in err.value.message
+    assert str(err.value) == f"option '{option}': {err.value.message}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "option"),
+    [
+        ({"prot": 8000}, "prot"),
+        ({"ssl_cert": "/etc/pki/server.crt"}, "ssl_cert"),
+        ({"zeta": 1, "alpha": 2}, "alpha"),
+        ({"Port": 8000}, "Port"),
+    ],
+    ids=["typo", "near-miss", "first-of-several", "case-sensitive"],
+)
+def test_unknown_option_is_named(raw, option):
+    with pytest.raises(ConfigError) as err:
+        parse(plain(**raw))
+    assert err.value.option == option
+    assert "unknown option" in err.value.message
+    assert "client_queue_size" in err.value.message  # lists what is known
+
+
+def test_unknown_options_are_reported_before_any_value_check():
+    with pytest.raises(ConfigError) as err:
+        parse({"port": "bad", "colour": "blue"})
+    assert err.value.option == "colour"
+
+
+@pytest.mark.parametrize(
+    "webhook",
+    [
+        {"webhook_url": "/hook"},
+        {"webhook_disable_auth": True},
+        {"webhook_url": 5, "webhook_disable_auth": "whatever"},
+    ],
+    ids=["url", "disable_auth", "odd-values"],
+)
+def test_webhook_options_of_rest_tornado_are_accepted_and_ignored(webhook):
+    assert parse(plain(**webhook)) == parse(PLAIN)
+
+
+def test_parse_leaves_the_callers_mapping_alone():
+    raw = plain(port="8001", webhook_url="/hook")
+    parse(raw)
+    assert raw == {"disable_ssl": True, "port": "8001", "webhook_url": "/hook"}
+
+
+def test_config_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parse(PLAIN).port = 1  # type: ignore[misc]
+
+
+def test_config_error_is_a_value_error_carrying_option_and_message():
+    err = ConfigError("port", "must be between 1 and 65535, got 0")
+    assert isinstance(err, ValueError)
+    assert err.option == "port"
+    assert err.message == "must be between 1 and 65535, got 0"
+    assert str(err) == "option 'port': must be between 1 and 65535, got 0"
+
+
+# -- TLS files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [{}, {"ssl_crt": ""}, {"ssl_crt": None}, {"disable_ssl": False}],
+    ids=["absent", "empty", "none", "disable_ssl-false"],
+)
+def test_tls_without_ssl_crt_names_ssl_crt(raw):
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert err.value.option == "ssl_crt"
+    assert "disable_ssl: True" in err.value.message
+
+
+def test_a_key_alone_is_not_enough_for_tls(tls_files):
+    with pytest.raises(ConfigError) as err:
+        parse({"ssl_key": str(tls_files.key)})
+    assert err.value.option == "ssl_crt"
+
+
+@pytest.mark.parametrize("option", ["ssl_crt", "ssl_key"])
+def test_missing_tls_file_names_the_option(option, tls_files, tmp_path):
+    missing = tmp_path / "nope.pem"
+    raw = {"ssl_crt": str(tls_files.crt), option: str(missing)}
+    with pytest.raises(ConfigError) as err:
+        parse(raw)
+    assert err.value.option == option
+    assert str(missing) in err.value.message
+    assert "does not exist" in err.value.message
+
+
+@pytest.mark.parametrize("option", ["ssl_crt", "ssl_key"])
+def test_a_directory_is_not_a_tls_file(option, tls_files, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse({"ssl_crt": str(tls_files.crt), option: str(tmp_path)})
+    assert err.value.option == option
+
+
+@pytest.mark.parametrize("option", ["ssl_crt", "ssl_key"])
+def test_unreadable_tls_file_names_the_option(option, tls_files, monkeypatch):
+    # os.access() is what the check relies on; faking it keeps the test valid under root.
+    unreadable = str(tls_files.crt if option == "ssl_crt" else tls_files.key)
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: path != unreadable and real_access(path, mode, **kw)
+    )
+    with pytest.raises(ConfigError) as err:
+        parse({"ssl_crt": str(tls_files.crt), "ssl_key": str(tls_files.key)})
+    assert err.value.option == option
+    assert "not readable" in err.value.message
+
+
+def test_tls_files_are_checked_even_with_disable_ssl(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        parse(plain(ssl_crt=str(tmp_path / "nope.crt")))
+    assert err.value.option == "ssl_crt"
+
+
+def test_tls_file_paths_are_kept(tls_files):
+    config = parse({"ssl_crt": f" {tls_files.crt} ", "ssl_key": str(tls_files.key)})
+    assert config.ssl_crt == str(tls_files.crt)
+    assert config.ssl_key == str(tls_files.key)
+    assert config.tls is True
+
+
+# -- ssl_context -------------------------------------------------------------------------------
+
+
+def test_no_tls_context_when_tls_is_disabled():
+    assert ssl_context(parse(PLAIN)) is None
+
+
+def _served_common_name(context: ssl.SSLContext, ca_file: str) -> str:
+    """Handshake over a socketpair and return the CN the server presented."""
+    client_context = ssl.create_default_context(cafile=ca_file)
+    server_sock, client_sock = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            with context.wrap_socket(server_sock, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ssl.SSLError) as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client_context.wrap_socket(client_sock, server_hostname="localhost") as tls:
+            subject = dict(pair[0] for pair in tls.getpeercert()["subject"])
+            tls.sendall(b"x")
+    finally:
+        thread.join(5)
+    assert not errors
+    return subject["commonName"]
+
+
+@pytest.mark.parametrize("layout", ["crt+key", "combined"])
+def test_tls_context_serves_the_configured_certificate(layout, tls_files):
+    if layout == "crt+key":
+        raw = {"ssl_crt": str(tls_files.crt), "ssl_key": str(tls_files.key)}
+    else:
+        raw = {"ssl_crt": str(tls_files.combined)}
+    context = ssl_context(parse(raw))
+    assert isinstance(context, ssl.SSLContext)
+    assert _served_common_name(context, str(tls_files.crt)) == "localhost"
+
+
+@pytest.mark.parametrize(
+    ("crt", "key", "option"),
+    [
+        ("crt", "other_key", "ssl_key"),
+        ("crt", "garbage", "ssl_key"),
+        ("crt", None, "ssl_crt"),
+        ("garbage", None, "ssl_crt"),
+        ("key", None, "ssl_crt"),
+    ],
+    ids=[
+        "key-does-not-match",
+        "key-is-garbage",
+        "crt-without-key-inside",
+        "crt-is-garbage",
+        "key-given-as-crt",
+    ],
+)
+def test_unusable_tls_pair_names_the_option(crt, key, option, tls_files):
+    raw = {"ssl_crt": str(getattr(tls_files, crt))}
+    if key:
+        raw["ssl_key"] = str(getattr(tls_files, key))
+    with pytest.raises(ConfigError) as err:
+        ssl_context(parse(raw))
+    assert err.value.option == option
+    assert "cannot load" in err.value.message

@@ -1,0 +1,290 @@
+"""salt_ws.hub: bounded per-client queues and the fan-out to them.
+
+The policy under test: a client receives every message of its channel, in order, or it is
+cut with CLOSE_TOO_SLOW once its queue bound would be exceeded. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from salt_ws.hub import Channel, Hub, Outbox
+from salt_ws.wire import CLOSE_TOO_SLOW
+
+
+class Writer:
+    """Stands in for a handler's writer: records the hub's ``wake`` and ``cut`` calls."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+        self.cuts: list[tuple[int, str]] = []
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def cut(self, code: int, reason: str) -> None:
+        self.cuts.append((code, reason))
+
+
+def subscribe(hub: Hub, channel: Channel = Channel.ALL_EVENTS, initial=()):
+    writer = Writer()
+    return writer, hub.subscribe(channel, writer.wake, writer.cut, initial)
+
+
+# -- Outbox ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_outbox_needs_a_positive_limit(limit):
+    with pytest.raises(ValueError):
+        Outbox(limit)
+
+
+def test_outbox_accepts_up_to_its_limit():
+    box = Outbox(3)
+    assert box.push(["a", "b"]) is True
+    assert box.push(["c"]) is True
+    assert len(box) == 3
+
+
+@pytest.mark.parametrize(
+    ("queued", "batch"),
+    [(["a", "b", "c"], ["d"]), (["a"], ["b", "c", "d"]), ([], ["a", "b", "c", "d"])],
+    ids=["full", "batch-too-big-for-room", "batch-bigger-than-limit"],
+)
+def test_outbox_refuses_a_push_that_would_exceed_the_limit_and_appends_nothing(queued, batch):
+    box = Outbox(3)
+    box.push(queued)
+    assert box.push(batch) is False
+    assert len(box) == len(queued)
+    assert box.take(10) == queued
+
+
+def test_outbox_is_first_in_first_out_across_pushes():
+    box = Outbox(10)
+    box.push(["1", "2"])
+    box.push(["3"])
+    box.push(["4", "5"])
+    assert box.take(10) == ["1", "2", "3", "4", "5"]
+
+
+@pytest.mark.parametrize(
+    ("most", "taken", "left"),
+    [(0, [], 3), (1, ["a"], 2), (2, ["a", "b"], 1), (3, ["a", "b", "c"], 0), (99, ["a", "b", "c"], 0)],
+    ids=["none", "one", "some", "exactly-all", "more-than-all"],
+)  # fmt: skip
+def test_outbox_take_returns_the_oldest(most, taken, left):
+    box = Outbox(5)
+    box.push(["a", "b", "c"])
+    assert box.take(most) == taken
+    assert len(box) == left
+
+
+def test_outbox_take_from_empty_is_empty():
+    assert Outbox(1).take(5) == []
+
+
+def test_outbox_high_water_is_the_largest_size_reached():
+    box = Outbox(4)
+    assert box.high_water == 0
+    box.push(["a", "b", "c"])
+    box.take(3)
+    box.push(["d"])
+    assert box.high_water == 3
+    box.push(["e", "f", "g", "h"])  # refused: would be 5
+    assert box.high_water == 3
+
+
+def test_outbox_clear_drops_everything():
+    box = Outbox(3)
+    box.push(["a", "b"])
+    box.clear()
+    assert len(box) == 0
+    assert box.take(3) == []
+
+
+# -- Hub: fan-out ------------------------------------------------------------------------------
+
+
+def test_a_subscriber_gets_its_channel_in_order():
+    hub = Hub(queue_limit=10)
+    writer, sub = subscribe(hub)
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    hub.publish(Channel.ALL_EVENTS, ["e3"])
+    assert sub.outbox.take(10) == ["e1", "e2", "e3"]
+    assert writer.wakes == 2
+    assert writer.cuts == []
+
+
+def test_a_subscriber_gets_nothing_from_other_channels():
+    hub = Hub(queue_limit=10)
+    events_writer, events = subscribe(hub, Channel.ALL_EVENTS)
+    formatted_writer, formatted = subscribe(hub, Channel.FORMATTED_EVENTS)
+    hub.publish(Channel.FORMATTED_EVENTS, ["f1"])
+    assert len(events.outbox) == 0
+    assert events_writer.wakes == 0
+    assert formatted.outbox.take(10) == ["f1"]
+    assert formatted_writer.wakes == 1
+
+
+def test_every_subscriber_shares_the_same_encoded_string():
+    hub = Hub(queue_limit=10)
+    subs = [subscribe(hub)[1] for _ in range(3)]
+    message = "".join(["{", '"tag":"big"', "}"])  # a fresh object, not an interned literal
+    hub.publish(Channel.ALL_EVENTS, [message])
+    for sub in subs:
+        [queued] = sub.outbox.take(1)
+        assert queued is message
+
+
+def test_publishing_nothing_wakes_nobody():
+    hub = Hub(queue_limit=10)
+    writer, sub = subscribe(hub)
+    hub.publish(Channel.ALL_EVENTS, [])
+    assert writer.wakes == 0
+    assert hub.stats.messages_published == 0
+
+
+def test_publishing_to_nobody_is_counted_but_queues_nothing():
+    hub = Hub(queue_limit=10)
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    assert hub.stats.messages_published == 2
+    assert hub.stats.messages_queued == 0
+
+
+def test_subscriptions_have_distinct_ids():
+    hub = Hub(queue_limit=10)
+    ids = {subscribe(hub, channel)[1].id for channel in (*Channel, *Channel)}
+    assert len(ids) == 4
+
+
+def test_initial_messages_come_before_anything_published():
+    hub = Hub(queue_limit=10)
+    writer, sub = subscribe(hub, initial=["snapshot"])
+    assert writer.wakes == 1
+    hub.publish(Channel.ALL_EVENTS, ["e1"])
+    assert sub.outbox.take(10) == ["snapshot", "e1"]
+
+
+def test_initial_messages_beyond_the_bound_cut_at_once():
+    hub = Hub(queue_limit=2)
+    writer, sub = subscribe(hub, initial=["s1", "s2", "s3"])
+    assert writer.cuts == [(CLOSE_TOO_SLOW, "client too slow: more than 2 messages waiting")]
+    assert sub.active is False
+    assert hub.count(Channel.ALL_EVENTS) == 0
+
+
+# -- Hub: the slow-client policy ---------------------------------------------------------------
+
+
+@pytest.fixture
+def crowd():
+    """A hub with queue_limit 3: one client that reads (fast) and one that does not (slow)."""
+    hub = Hub(queue_limit=3)
+    slow_writer, slow = subscribe(hub)
+    fast_writer, fast = subscribe(hub)
+    return hub, (slow_writer, slow), (fast_writer, fast)
+
+
+def test_a_client_within_its_bound_is_not_cut(crowd):
+    hub, (slow_writer, slow), _ = crowd
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2", "e3"])
+    assert slow_writer.cuts == []
+    assert slow.active is True
+    assert len(slow.outbox) == 3
+
+
+def test_overflow_cuts_the_slow_client_once_with_a_reason(crowd):
+    hub, (slow_writer, slow), (fast_writer, fast) = crowd
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    assert fast.outbox.take(10) == ["e1", "e2"]
+    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])  # slow would hold 4 > 3
+    hub.publish(Channel.ALL_EVENTS, ["e5"])
+
+    [(code, reason)] = slow_writer.cuts
+    assert code == CLOSE_TOO_SLOW
+    assert "too slow" in reason
+    assert "3 messages" in reason  # the bound is named
+    assert slow.active is False
+    assert len(slow.outbox) == 0  # its queue is freed
+    assert slow not in hub.subscribers(Channel.ALL_EVENTS)
+    assert hub.count(Channel.ALL_EVENTS) == 1
+
+
+def test_overflow_of_one_client_does_not_disturb_the_others(crowd):
+    hub, (slow_writer, slow), (fast_writer, fast) = crowd
+    received = []
+    for n in range(10):
+        hub.publish(Channel.ALL_EVENTS, [f"e{n}"])
+        received += fast.outbox.take(10)
+    assert received == [f"e{n}" for n in range(10)]
+    assert fast_writer.cuts == []
+    assert fast_writer.wakes == 10
+    assert len(slow_writer.cuts) == 1
+
+
+def test_a_cut_callback_may_unsubscribe_again(crowd):
+    """A handler's cut closes its socket, whose on_close unsubscribes: must be harmless."""
+    hub, (slow_writer, slow), (fast_writer, fast) = crowd
+    cuts = []
+
+    def cut_and_leave(code: int, reason: str) -> None:
+        cuts.append(code)
+        hub.unsubscribe(slow)
+
+    slow.cut = cut_and_leave
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    fast.outbox.take(10)
+    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
+    assert cuts == [CLOSE_TOO_SLOW]
+    assert fast.outbox.take(10) == ["e3", "e4"]
+    assert hub.subscribers(Channel.ALL_EVENTS) == (fast,)
+
+
+def test_stats_count_messages_cuts_and_high_water(crowd):
+    hub, (slow_writer, slow), (fast_writer, fast) = crowd
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])  # queued for 2 clients
+    fast.outbox.take(10)
+    hub.publish(Channel.ALL_EVENTS, ["e3"])  # queued for both; slow now at 3
+    hub.publish(Channel.ALL_EVENTS, ["e4"])  # fast queued; slow cut
+    stats = hub.stats
+    assert stats.messages_published == 4
+    assert stats.messages_queued == 2 + 2 + 1 + 1 + 1
+    assert stats.clients_cut == 1
+    assert stats.queue_high_water == 3
+
+
+# -- Hub: leaving ------------------------------------------------------------------------------
+
+
+def test_unsubscribe_frees_the_queue_and_stops_delivery():
+    hub = Hub(queue_limit=10)
+    writer, sub = subscribe(hub)
+    hub.publish(Channel.ALL_EVENTS, ["e1"])
+    hub.unsubscribe(sub)
+    hub.publish(Channel.ALL_EVENTS, ["e2"])
+    assert sub.active is False
+    assert len(sub.outbox) == 0
+    assert writer.wakes == 1
+    assert writer.cuts == []
+    assert hub.count(Channel.ALL_EVENTS) == 0
+
+
+def test_unsubscribe_is_idempotent():
+    hub = Hub(queue_limit=10)
+    _, sub = subscribe(hub)
+    _, other = subscribe(hub)
+    hub.unsubscribe(sub)
+    hub.unsubscribe(sub)
+    assert hub.subscribers(Channel.ALL_EVENTS) == (other,)
+
+
+def test_unsubscribe_after_a_cut_is_harmless(crowd):
+    hub, (slow_writer, slow), (fast_writer, fast) = crowd
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    fast.outbox.take(10)
+    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
+    hub.unsubscribe(slow)
+    assert len(slow_writer.cuts) == 1
+    assert hub.stats.clients_cut == 1
+    assert hub.subscribers(Channel.ALL_EVENTS) == (fast,)
