@@ -73,6 +73,7 @@ class DevMaster:
             **(extra or {}),
         }
         self.procs: list[subprocess.Popen] = []
+        self._out: Any = None
 
     @property
     def url(self) -> str:
@@ -100,22 +101,26 @@ class DevMaster:
             yaml.safe_dump(opts, fh)
         return conf
 
-    def start(self, minions: int = 1, timeout: float = 60.0) -> None:
-        self.write_config()
+    def _spawn(self, *argv: str) -> None:
+        # The daemons' own console chatter goes to a file, not the terminal.
+        if self._out is None:
+            self._out = open(os.path.join(self.root, "daemons.out"), "ab")
         self.procs.append(
             subprocess.Popen(
-                [os.path.join(BIN, "salt-master"), "-c", self.conf_dir, "-l", "quiet"],
+                argv,
                 stdin=subprocess.DEVNULL,
+                stdout=self._out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal Ctrl-C reaches us, and we stop them
             )
         )
+
+    def start(self, minions: int = 1, timeout: float = 60.0) -> None:
+        self.write_config()
+        self._spawn(os.path.join(BIN, "salt-master"), "-c", self.conf_dir, "-l", "quiet")
         for n in range(minions):
             conf = self.minion_conf_dir(f"minion-{n + 1}")
-            self.procs.append(
-                subprocess.Popen(
-                    [os.path.join(BIN, "salt-minion"), "-c", conf, "-l", "quiet"],
-                    stdin=subprocess.DEVNULL,
-                )
-            )
+            self._spawn(os.path.join(BIN, "salt-minion"), "-c", conf, "-l", "quiet")
         self.wait_http(timeout)
 
     def wait_http(self, timeout: float) -> None:
@@ -189,6 +194,9 @@ class DevMaster:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
 
 def _user() -> str:

@@ -1,0 +1,327 @@
+"""salt_ws.auth: eauth login, token lookup and expiry, logout, and redaction for logs.
+
+Salt's LoadAuth is replaced by a recording fake injected through ``load_auth``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from salt_ws.auth import Authenticator, LoginFailed, Session, redact, token_pattern
+
+TOKEN = "0123456789abcdef" * 4  # a well-formed sha256 token
+NOW = 1_700_000_000.0
+
+
+class FakeLoadAuth:
+    """What the Authenticator uses of salt.auth.LoadAuth, with every call recorded.
+
+    ``accounts`` maps (username, password, eauth) to the token data ``mk_token`` creates.
+    """
+
+    def __init__(self, accounts: dict[tuple[str, str, str], dict[str, Any]] | None = None):
+        self.accounts = accounts or {}
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, Any]] = []
+
+    def mk_token(self, creds: dict[str, str]) -> dict[str, Any]:
+        self.calls.append(("mk_token", creds))
+        data = self.accounts.get((creds["username"], creds["password"], creds["eauth"]))
+        if data is None:
+            return {}
+        token = {"token": TOKEN, "start": NOW, "expire": NOW + 43200, **data}
+        self.tokens[token["token"]] = token
+        return dict(token)
+
+    def get_tok(self, token: str) -> dict[str, Any]:
+        self.calls.append(("get_tok", token))
+        return dict(self.tokens.get(token, {}))
+
+    def rm_token(self, token: str) -> None:
+        self.calls.append(("rm_token", token))
+        self.tokens.pop(token, None)
+
+    def called(self, name: str) -> list[Any]:
+        return [arg for call, arg in self.calls if call == name]
+
+
+EXTERNAL_AUTH = {
+    "pam": {
+        "alice": [".*", "@runner"],
+        "*": ["test.*"],
+        "bob": ["@wheel"],
+        "admins%": ["@jobs", {"web*": ["state.apply"]}],
+    },
+    "ldap": {"carol": ["grains.items"]},
+}
+
+
+def make_auth(
+    accounts: dict[tuple[str, str, str], dict[str, Any]] | None = None, **opts: Any
+) -> tuple[Authenticator, FakeLoadAuth]:
+    fake = FakeLoadAuth(accounts)
+    seen_opts = []
+
+    def load_auth(given_opts):
+        seen_opts.append(given_opts)
+        return fake
+
+    opts = {"external_auth": copy.deepcopy(EXTERNAL_AUTH), **opts}
+    auth = Authenticator(opts, load_auth=load_auth)
+    assert seen_opts == [opts]
+    return auth, fake
+
+
+@pytest.fixture
+def authenticators():
+    made: list[Authenticator] = []
+
+    def factory(*args: Any, **kwargs: Any) -> tuple[Authenticator, FakeLoadAuth]:
+        auth, fake = make_auth(*args, **kwargs)
+        made.append(auth)
+        return auth, fake
+
+    yield factory
+    for auth in made:
+        auth.shutdown()
+
+
+ALICE = ("alice", "secret", "pam")
+
+
+# -- token shape and redaction -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("hash_type", "length"),
+    [("sha256", 64), ("md5", 32), ("sha1", 40), ("sha512", 128)],
+)
+def test_token_pattern_fits_the_masters_hash_type(hash_type, length):
+    pattern = token_pattern(hash_type)
+    assert pattern.fullmatch("a" * length)
+    assert pattern.fullmatch("A1" * (length // 2))
+    assert not pattern.fullmatch("a" * (length - 1))
+    assert not pattern.fullmatch("a" * (length + 1))
+    assert not pattern.fullmatch("g" * length)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TOKEN, "012345..."),
+        (f"/all_events/{TOKEN}", "/all_events/012345..."),
+        (f"GET /all_events/{TOKEN.upper()} (127.0.0.1)", "GET /all_events/012345... (127.0.0.1)"),
+        (f"/x?token={TOKEN}&a=1", "/x?token=012345...&a=1"),
+        ("d41d8cd98f00b204e9800998ecf8427e", "d41d8c..."),  # md5-sized: 32 digits
+        (f"{TOKEN} and {'f' * 64}", "012345... and ffffff..."),
+        ("deadbeef" * 3 + "1234567", "deadbeef" * 3 + "1234567"),  # 31 digits: not a token
+        ("/all_events/", "/all_events/"),
+        ("jid 20240101120000123456", "jid 20240101120000123456"),  # a Salt jid is kept
+        ("", ""),
+    ],
+    ids=[
+        "bare",
+        "in-path",
+        "upper-case",
+        "in-query",
+        "md5",
+        "two",
+        "31-digits",
+        "no-token",
+        "jid",
+        "empty",
+    ],
+)
+def test_redact_keeps_six_digits_of_anything_token_like(text, expected):
+    assert redact(text) == expected
+
+
+# -- login -------------------------------------------------------------------------------------
+
+
+def test_login_returns_saltnados_payload(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    result = auth.login(*ALICE)
+    assert result == {
+        "perms": [".*", "@runner", "test.*"],
+        "start": NOW,
+        "token": TOKEN,
+        "expire": NOW + 43200,
+        "user": "alice",
+        "eauth": "pam",
+    }
+    assert fake.called("mk_token") == [
+        {"username": "alice", "password": "secret", "eauth": "pam"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("token_data", "perms"),
+    [
+        ({"name": "alice", "eauth": "pam"}, [".*", "@runner", "test.*"]),
+        ({"name": "dave", "eauth": "pam"}, ["test.*"]),
+        ({"name": "bob", "eauth": "pam"}, ["@wheel", "test.*"]),
+        (
+            {"name": "erin", "eauth": "pam", "groups": ["admins", "users"]},
+            ["@jobs", "test.*", {"web*": ["state.apply"]}],
+        ),
+        ({"name": "carol", "eauth": "ldap"}, ["grains.items"]),
+        ({"name": "zed", "eauth": "ldap"}, []),
+    ],
+    ids=["user-and-star", "star-only", "sorted", "group", "other-backend", "no-entry"],
+)
+def test_login_perms_follow_salt_netapi(authenticators, token_data, perms):
+    """The user's entry, the '*' entry and the user's groups' 'name%' entries, sorted."""
+    creds = (token_data["name"], "pw", token_data["eauth"])
+    auth, _ = authenticators({creds: token_data})
+    assert auth.login(*creds)["perms"] == perms
+
+
+def test_login_does_not_grow_the_masters_external_auth(authenticators):
+    # salt.netapi.sum_permissions extends the lists it is handed, in place.
+    auth, _ = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    before = copy.deepcopy(auth._opts["external_auth"])
+    results = [auth.login(*ALICE)["perms"] for _ in range(3)]
+    assert auth._opts["external_auth"] == before
+    assert results == [[".*", "@runner", "test.*"]] * 3
+
+
+def test_refused_credentials_raise_login_failed(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    with pytest.raises(LoginFailed):
+        auth.login("alice", "wrong", "pam")
+    assert fake.called("rm_token") == []
+
+
+def test_a_backend_missing_from_external_auth_refuses_and_drops_the_token(authenticators):
+    creds = ("alice", "secret", "auto")
+    auth, fake = authenticators({creds: {"name": "alice", "eauth": "auto"}})
+    with pytest.raises(LoginFailed, match="auto"):
+        auth.login(*creds)
+    assert fake.called("rm_token") == [TOKEN]
+    assert fake.tokens == {}
+
+
+def test_no_external_auth_at_all_refuses(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}}, external_auth=None)
+    with pytest.raises(LoginFailed):
+        auth.login(*ALICE)
+    assert fake.called("rm_token") == [TOKEN]
+
+
+# -- sessions ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", TOKEN[:-1], TOKEN + "0", "g" * 64, TOKEN + "\n", f"../{TOKEN[3:]}", TOKEN[:32]],
+    ids=["empty", "short", "63", "65", "not-hex", "newline", "path", "md5-sized"],
+)
+def test_a_malformed_token_never_reaches_salt(authenticators, token):
+    auth, fake = authenticators()
+    assert auth.well_formed(token) is False
+    assert auth.session(token, now=NOW) is None
+    assert auth.logout(token) is False
+    assert fake.calls == []
+
+
+def test_token_shape_follows_hash_type(authenticators):
+    auth, _ = authenticators(hash_type="md5")
+    assert auth.well_formed(TOKEN[:32])
+    assert not auth.well_formed(TOKEN)
+
+
+@pytest.mark.parametrize("hash_type", [None, ""])
+def test_token_shape_defaults_to_sha256(authenticators, hash_type):
+    auth, _ = authenticators(hash_type=hash_type)
+    assert auth.well_formed(TOKEN)
+
+
+def test_an_unknown_token_has_no_session(authenticators):
+    auth, fake = authenticators()
+    assert auth.session(TOKEN, now=NOW) is None
+    assert fake.called("get_tok") == [TOKEN]
+
+
+@pytest.mark.parametrize(
+    ("expire", "valid"),
+    [(NOW - 3600, False), (NOW - 0.001, False), (NOW, False), (NOW + 0.001, True)],
+    ids=["an-hour-ago", "just-before", "exactly-now", "just-after"],
+)
+def test_an_expired_token_has_no_session(authenticators, expire, valid):
+    auth, fake = authenticators()
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "alice", "eauth": "pam", "expire": expire}
+    assert (auth.session(TOKEN, now=NOW) is not None) is valid
+
+
+def test_a_token_without_expiry_has_no_session(authenticators):
+    auth, fake = authenticators()
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "alice", "eauth": "pam"}
+    assert auth.session(TOKEN, now=NOW) is None
+
+
+def test_a_valid_token_has_its_session(authenticators):
+    auth, fake = authenticators()
+    data = {"token": TOKEN, "name": "alice", "eauth": "pam", "expire": NOW + 60, "start": NOW}
+    fake.tokens[TOKEN] = data
+    session = auth.session(TOKEN, now=NOW)
+    assert isinstance(session, Session)
+    assert session == data
+    assert session.expire == NOW + 60
+    assert session.expired(NOW) is False
+    assert session.expired(NOW + 60) is True
+
+
+def test_session_uses_the_clock_when_now_is_not_given(authenticators):
+    auth, fake = authenticators()
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "a", "expire": time.time() + 60}
+    assert auth.session(TOKEN) is not None
+    fake.tokens[TOKEN]["expire"] = time.time() - 1
+    assert auth.session(TOKEN) is None
+
+
+def test_a_login_token_opens_a_session(authenticators):
+    auth, _ = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    token = auth.login(*ALICE)["token"]
+    assert auth.session(token, now=NOW)["name"] == "alice"
+
+
+# -- logout ------------------------------------------------------------------------------------
+
+
+def test_logout_removes_the_token(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    token = auth.login(*ALICE)["token"]
+    assert auth.logout(token) is True
+    assert fake.called("rm_token") == [token]
+    assert auth.session(token, now=NOW) is None
+
+
+# -- running off the event loop ----------------------------------------------------------------
+
+
+def test_run_calls_the_function_on_the_auth_worker_thread(authenticators):
+    auth, _ = authenticators()
+
+    async def main():
+        return await auth.run(lambda a, b: (threading.current_thread().name, a + b), 1, 2)
+
+    name, total = asyncio.run(main())
+    assert name.startswith("salt_ws-auth")
+    assert total == 3
+
+
+def test_run_propagates_login_failed(authenticators):
+    auth, _ = authenticators()
+
+    async def main():
+        await auth.run(auth.login, "nobody", "pw", "pam")
+
+    with pytest.raises(LoginFailed):
+        asyncio.run(main())

@@ -1,0 +1,219 @@
+"""salt_ws.status: the engine's Unix status socket and what ``salt-run ws.status`` reports.
+
+The server runs on an asyncio loop in a background thread, as it does in the engine; the
+test thread plays the runner and uses the blocking client, as the runner does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+from salt_ws.status import StatusServer, query, report, socket_path
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread; ``call`` runs a coroutine on it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Any, timeout: float = 5.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def sock_dir(tmp_path) -> Iterator[str]:
+    """tmp_path, unless it is too long for an AF_UNIX path (108 bytes on Linux)."""
+    if len(str(tmp_path / "salt_ws.65535.sock")) < 100:
+        yield str(tmp_path)
+        return
+    short = tempfile.mkdtemp(prefix="sws-")
+    yield short
+    shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture
+def opts(sock_dir) -> dict[str, Any]:
+    return {"sock_dir": sock_dir}
+
+
+@pytest.fixture
+def engines(opts) -> Iterator[Callable[..., StatusServer]]:
+    """Starts status servers ("engines") on a background loop; stops them afterwards."""
+    loop = LoopThread()
+    servers: list[StatusServer] = []
+
+    def start(port: int, answer: dict[str, Any] | Callable[[], dict[str, Any]]) -> StatusServer:
+        status = answer if callable(answer) else (lambda: answer)
+        server = StatusServer(socket_path(opts, port), {"status": status})
+        loop.call(server.start())
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        loop.call(server.stop())
+    loop.close()
+
+
+def stale_socket(path: str) -> None:
+    """Leave a socket file behind with nothing listening, as a killed engine does."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(path)
+
+
+def test_socket_path_is_named_after_the_port(opts, sock_dir):
+    assert socket_path(opts, 8000) == os.path.join(sock_dir, "salt_ws.8000.sock")
+
+
+def test_query_and_report_round_trip(engines, opts):
+    answer = {"running": True, "state": "serving", "port": 8000, "clients": {"all_events": 2}}
+    server = engines(8000, answer)
+    assert query(server.path) == answer
+    assert report(opts) == answer
+
+
+def test_the_status_is_computed_per_query(engines, opts):
+    calls = iter(range(1, 100))
+    engines(8000, lambda: {"running": True, "n": next(calls)})
+    assert report(opts)["n"] == 1
+    assert report(opts)["n"] == 2
+
+
+def test_an_unknown_command_gets_an_error(engines):
+    server = engines(8000, {"running": True})
+    assert query(server.path, "reboot") == {"error": "unknown command 'reboot'"}
+
+
+def test_values_json_cannot_express_are_stringified(engines):
+    server = engines(8000, lambda: {"running": True, "since": b"x", "ids": frozenset()})
+    assert query(server.path) == {"running": True, "since": "b'x'", "ids": "frozenset()"}
+
+
+def test_an_answer_without_running_counts_as_running(engines, opts):
+    engines(8000, {"state": "serving"})
+    assert report(opts) == {"state": "serving", "running": True}
+
+
+def test_a_parked_engine_reports_not_running(engines, opts):
+    failed = {"running": False, "state": "failed", "message": "not started: option 'port'"}
+    engines(8000, failed)
+    assert report(opts) == failed
+
+
+def test_no_socket_means_not_running(opts, sock_dir):
+    result = report(opts)
+    assert result["running"] is False
+    assert "not running" in result["message"]
+    assert sock_dir in result["message"]
+
+
+def test_a_missing_sock_dir_means_not_running(tmp_path):
+    result = report({"sock_dir": str(tmp_path / "gone")})
+    assert result["running"] is False
+    assert "not running" in result["message"]
+
+
+def test_a_stale_socket_means_not_running(opts):
+    stale_socket(socket_path(opts, 8000))
+    result = report(opts)
+    assert result["running"] is False
+    assert "message" in result
+
+
+def test_a_stale_socket_next_to_a_live_engine_is_ignored(engines, opts):
+    stale_socket(socket_path(opts, 8001))
+    engines(8000, {"running": True, "port": 8000})
+    assert report(opts) == {"running": True, "port": 8000}
+
+
+def test_other_files_in_sock_dir_are_ignored(engines, opts, sock_dir):
+    for name in ("master_event_pub.ipc", "salt_ws.txt", "other.8000.sock"):
+        stale_socket(os.path.join(sock_dir, name))
+    engines(8000, {"running": True})
+    assert report(opts) == {"running": True}
+
+
+@pytest.mark.parametrize(
+    ("second_running", "overall"), [(True, True), (False, False)], ids=["both-up", "one-parked"]
+)
+def test_two_engines_are_reported_by_port(engines, opts, second_running, overall):
+    engines(8000, {"running": True, "port": 8000})
+    engines(8443, {"running": second_running, "port": 8443})
+    assert report(opts) == {
+        "running": overall,
+        "engines": {
+            "8000": {"running": True, "port": 8000},
+            "8443": {"running": second_running, "port": 8443},
+        },
+    }
+
+
+def test_the_socket_is_for_the_masters_user_only(engines):
+    server = engines(8000, {"running": True})
+    mode = os.stat(server.path).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_start_restores_the_process_umask(engines):
+    before = os.umask(0o022)
+    os.umask(before)
+    engines(8000, {"running": True})
+    after = os.umask(before)
+    assert after == before
+
+
+def test_start_replaces_a_stale_socket(engines, opts):
+    path = socket_path(opts, 8000)
+    stale_socket(path)
+    engines(8000, {"running": True, "fresh": True})
+    assert query(path) == {"running": True, "fresh": True}
+
+
+def test_stop_removes_the_socket_file(opts):
+    loop = LoopThread()
+    try:
+        server = StatusServer(socket_path(opts, 8000), {"status": lambda: {"running": True}})
+        loop.call(server.start())
+        assert os.path.exists(server.path)
+        loop.call(server.stop())
+        assert not os.path.exists(server.path)
+        loop.call(server.stop())  # idempotent
+    finally:
+        loop.close()
+    assert report(opts)["running"] is False
+
+
+def test_query_raises_oserror_when_nothing_listens(opts):
+    with pytest.raises(OSError):
+        query(socket_path(opts, 8000))
+
+
+def test_query_times_out_on_a_silent_peer(opts):
+    path = socket_path(opts, 8000)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(1)  # accepts (in the backlog) but never answers
+        with pytest.raises(OSError):
+            query(path, timeout=0.2)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
