@@ -13,6 +13,17 @@ event bus and serves Salt's rest_tornado websocket API without salt-api:
   If the engine loses the bus link, clients get a ``salt_ws/bus/lost`` event and,
   on reconnection, ``salt_ws/bus/restored`` (``missed: true``). Engine shutdown
   closes sockets with 1001.
+* ``GET /formatted_events/<token>`` (websocket): after the ready message, the
+  current ``{"minions": ...}`` and ``{"jobs": ...}`` tables (saltnado's shapes),
+  then the changed table each time something changes. One shared view, built
+  from engine start: minions from accepted keys, presence and the master's
+  cached grains (no ``grains.items`` job is ever run); jobs complete when every
+  targeted minion returned, or after ``job_timeout`` with the silent minions
+  marked ``success: false``. Enable ``presence_events`` and a small
+  ``loop_interval`` on the master, as for saltnado.
+
+``salt-run ws.status`` shows the engine's live state; ``salt-run ws.view``
+(``minion=<id>``, ``jid=<jid>``) prints the formatted view.
 
 Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
 
@@ -32,6 +43,9 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           num_processes: 1           # only 1 is supported inside an engine
           client_queue_size: 10000   # messages a client may fall behind before it is cut
           bind_retry_interval: 10    # seconds between retries while the port is in use
+          max_jobs: 1000             # jobs kept in the formatted view (oldest dropped first)
+          job_max_age: 86400         # seconds a job stays in the formatted view
+          job_timeout: 600           # seconds after which silent minions are marked failed
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

@@ -1,6 +1,9 @@
-"""Runner for the ``ws`` engine (salt_ws): ``salt-run ws.status``.
+"""Runner for the ``ws`` engine (salt_ws): ``salt-run ws.status`` and ``salt-run ws.view``.
 
-Reports whether the engine of this master is running and its live counters.
+``ws.status`` reports whether the engine of this master is running and its
+live counters; ``ws.view`` prints the formatted view (minions and jobs) that
+``/formatted_events`` clients see. Both ask the engine over a Unix socket in
+the master's ``sock_dir`` and answer within a second.
 """
 
 import logging
@@ -45,6 +48,29 @@ def status():
     ret = salt_ws.status.report(__opts__)  # noqa: F821 - injected by Salt's loader
     if not ret.get("running"):
         # success=False for the job, and salt-run's exit code (it reads "retcode")
+        __context__["retcode"] = 1  # noqa: F821
+        ret["retcode"] = 1
+    return ret
+
+
+def view(minion=None, jid=None):
+    """Show the engine's formatted view: minions and jobs, in the websocket's shapes.
+
+    minion
+        Show only this minion.
+    jid
+        Show only this job.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ws.view
+        salt-run ws.view minion=web1 --out=json
+        salt-run ws.view jid=20261128064157383392
+    """
+    ret = salt_ws.status.view(__opts__, minion=minion, jid=jid)  # noqa: F821
+    if "error" in ret or ret.get("running") is False:
         __context__["retcode"] = 1  # noqa: F821
         ret["retcode"] = 1
     return ret

@@ -48,6 +48,11 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/login", LoginHandler, kwargs),
         (r"/logout", LogoutHandler, kwargs),
         (r"/all_events/([^/]*)", EventsHandler, {**kwargs, "channel": Channel.ALL_EVENTS}),
+        (
+            r"/formatted_events/([^/]*)",
+            EventsHandler,
+            {**kwargs, "channel": Channel.FORMATTED_EVENTS},
+        ),
     ]
     return tornado.web.Application(
         routes,

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import time
+import urllib.parse
 from typing import Any, Callable, Mapping, TypeVar
 
 __all__ = [
@@ -43,7 +44,12 @@ _HEX_RUN = re.compile(r"[0-9A-Fa-f]{32,}")
 
 
 def redact(text: str) -> str:
-    """Replace anything token-like (32+ hex digits) with its first 6 digits and an ellipsis."""
+    """Replace anything token-like (32+ hex digits) with its first 6 digits and an ellipsis.
+
+    Percent-escapes are decoded first, so an escaped token is caught too.
+    """
+    if "%" in text:
+        text = urllib.parse.unquote(text)
     return _HEX_RUN.sub(lambda m: m.group(0)[:6] + "...", text)
 
 
@@ -130,9 +136,9 @@ class Authenticator:
         """Stop the worker thread."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def well_formed(self, token: str) -> bool:
+    def well_formed(self, token: Any) -> bool:
         """True if ``token`` has the shape of this master's tokens."""
-        return bool(self._pattern.fullmatch(token or ""))
+        return isinstance(token, str) and bool(self._pattern.fullmatch(token))
 
     def login(self, username: str, password: str, eauth: str) -> dict[str, Any]:
         """Authenticate and return saltnado's login payload (blocking).

@@ -52,6 +52,9 @@ class Config:
     num_processes: int = 1
     client_queue_size: int = 10000
     bind_retry_interval: float = 10.0
+    max_jobs: int = 1000
+    job_max_age: float = 86400.0
+    job_timeout: float = 600.0
 
     @property
     def tls(self) -> bool:
@@ -66,6 +69,22 @@ DEFAULTS = Config()
 IGNORED_REST_TORNADO_OPTIONS = frozenset({"webhook_disable_auth", "webhook_url"})
 
 _BOOL_OPTIONS = ("disable_ssl", "debug", "websockets")
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _number(name: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(name, f"expected a number, got {type(value).__name__} {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(name, f"expected a number, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(name, f"must be between {_fmt(lo)} and {_fmt(hi)}, got {_fmt(number)}")
+    return number
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -127,7 +146,7 @@ def parse(raw: Mapping[str, Any] | None) -> Config:
         ConfigError: on an unknown option, a wrong type or value, or a
             missing TLS file, naming the option.
     """
-    raw = dict(raw or {})
+    raw = {str(k): v for k, v in dict(raw or {}).items()}
     for name in IGNORED_REST_TORNADO_OPTIONS:
         raw.pop(name, None)
     known = {f.name for f in dataclasses.fields(Config)}
@@ -150,10 +169,15 @@ def parse(raw: Mapping[str, Any] | None) -> Config:
         values["client_queue_size"] = _int(
             "client_queue_size", raw["client_queue_size"], 10, 10_000_000
         )
-    if "bind_retry_interval" in raw:
-        values["bind_retry_interval"] = float(
-            _int("bind_retry_interval", raw["bind_retry_interval"], 1, 3600)
-        )
+    for name, lo, hi in (
+        ("bind_retry_interval", 1, 3600),
+        ("job_max_age", 60, 365 * 86400),
+        ("job_timeout", 1, 7 * 86400),
+    ):
+        if name in raw:
+            values[name] = _number(name, raw[name], lo, hi)
+    if "max_jobs" in raw:
+        values["max_jobs"] = _int("max_jobs", raw["max_jobs"], 1, 1_000_000)
     if "cors_origin" in raw:
         values["cors_origin"] = _cors(raw["cors_origin"])
     if values.get("websockets") is False:
@@ -185,13 +209,31 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     assert config.ssl_crt is not None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(config.ssl_crt, config.ssl_key)
+        # A password callback makes an encrypted key fail here instead of
+        # prompting on the master's terminal.
+        context.load_cert_chain(config.ssl_crt, config.ssl_key, password=_no_passphrase)
     except (ssl.SSLError, OSError) as exc:
-        option = "ssl_key" if config.ssl_key else "ssl_crt"
-        what = (
-            "certificate and key"
-            if config.ssl_key
-            else "certificate (with its key in the same file)"
-        )
-        raise ConfigError(option, f"cannot load the {what}: {exc}") from None
+        if config.ssl_key and _holds_certificate(config.ssl_crt):
+            raise ConfigError(
+                "ssl_key", f"cannot load the key (or it does not match ssl_crt): {exc}"
+            ) from None
+        what = "certificate" if config.ssl_key else "certificate (with its key in the same file)"
+        raise ConfigError("ssl_crt", f"cannot load the {what}: {exc}") from None
     return context
+
+
+def _no_passphrase() -> bytes:
+    raise ValueError("encrypted private keys are not supported; use an unencrypted key file")
+
+
+def _holds_certificate(path: str) -> bool:
+    """True if ``path`` holds at least one PEM certificate Python can parse."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+        begin = text.index("-----BEGIN CERTIFICATE-----")
+        end = text.index("-----END CERTIFICATE-----", begin) + len("-----END CERTIFICATE-----")
+        ssl.PEM_cert_to_DER_cert(text[begin:end])
+    except (OSError, ValueError):
+        return False
+    return True

@@ -36,9 +36,11 @@ from salt_ws.app import MAX_BODY_SIZE, make_app
 from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff, LinkChange
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
+from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
 from salt_ws.status import StatusServer, socket_path
+from salt_ws.view import FormattedView, Update, ViewLimits
 
 __all__ = ["Counters", "Engine", "run"]
 
@@ -85,22 +87,109 @@ class Engine:
         self.services: Services | None = None
         self.status_server: StatusServer | None = None
         self.listening = False
+        self.view = FormattedView(
+            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout)
+        )
+        self.fleet: Fleet | None = None
         self._stopping: asyncio.Event | None = None
         self._link_down_since: float | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- bus -> hub -------------------------------------------------------------
 
     def consume(self, items: list[Any]) -> None:
-        """Encode each bus item once and publish it, in order (engine loop)."""
+        """Publish each bus item, encoded once, and apply it to the view (engine loop)."""
         messages: list[str] = []
+        update = Update()
+        now = time.time()
+        view = self.view
         for item in items:
             if isinstance(item, LinkChange):
                 messages.append(self._link_notice(item))
+                if item.up:
+                    self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
             messages.append(wire.encode_event(tag, data))
+            try:
+                update.merge(view.apply(tag, data, now))
+            except Exception:  # pylint: disable=broad-except
+                log.exception("salt_ws: the formatted view could not apply %r", tag)
         self.counters.events_received += len(items)
         self.hub.publish(Channel.ALL_EVENTS, messages)
+        self.view_changed(update)
+
+    def view_changed(self, update: Update) -> None:
+        """Send the changed tables (each encoded once) and start the update's commands."""
+        messages = []
+        if update.minions:
+            messages.append(self.view.render_minions())
+        if update.jobs:
+            messages.append(self.view.render_jobs())
+        self.hub.publish(Channel.FORMATTED_EVENTS, messages)
+        mids = [mid for command in update.commands for mid in command.mids]
+        if mids and self.fleet is not None:
+            self._spawn(self._load_grains(mids))
+
+    def snapshot(self, channel: Channel) -> list[str]:
+        """What a client of ``channel`` gets right after its ready message."""
+        return self.view.snapshot() if channel is Channel.FORMATTED_EVENTS else []
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _blocking(self, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+    async def _load_grains(self, mids: list[str]) -> None:
+        assert self.fleet is not None
+        try:
+            found = await self._blocking(self.fleet.load_grains, dict.fromkeys(mids))
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: could not read cached grains", exc_info=True)
+            return
+        update = Update()
+        for mid, grains in found.items():
+            update.merge(self.view.set_grains(mid, grains))
+        self.view_changed(update)
+
+    async def _reseed(self) -> None:
+        """(Re)load the fleet: accepted, connected minions and their cached grains."""
+        if self.fleet is None:
+            self.fleet = await self._blocking(Fleet, self.opts)
+            if not self.fleet.data_cache:
+                log.warning("salt_ws: minion_data_cache is off; the formatted view shows no grains")
+        try:
+            minions = await self._blocking(self.fleet.seed)
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: could not read the fleet from the master", exc_info=True)
+            return
+        self.view_changed(self.view.seed(minions))
+
+    async def _housekeeping(self) -> None:
+        """Job timeouts and bounds every second; presence when the master sends none."""
+        presence_events = bool(self.opts.get("presence_events", False))
+        interval = float(self.opts.get("loop_interval", 60) or 60)
+        if not presence_events:
+            log.warning(
+                "salt_ws: presence_events is off on this master; the engine checks "
+                "connected minions itself every %gs (loop_interval)",
+                interval,
+            )
+        next_presence = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(1.0)
+            self.view_changed(self.view.expire(time.time()))
+            if not presence_events and self.fleet is not None and time.monotonic() >= next_presence:
+                next_presence = time.monotonic() + interval
+                try:
+                    connected = await self._blocking(self.fleet.connected)
+                except Exception:  # pylint: disable=broad-except
+                    log.debug("salt_ws: presence check failed", exc_info=True)
+                    continue
+                self.view_changed(self.view.presence(connected))
 
     def _link_notice(self, change: LinkChange) -> str:
         if not change.up:
@@ -138,7 +227,8 @@ class Engine:
 
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.status_server = StatusServer(
-            socket_path(self.opts, self.config.port), {"status": self.status}
+            socket_path(self.opts, self.config.port),
+            {"status": self.status, "view": self.view.tables},
         )
         await self.status_server.start()
         self.auth = Authenticator(self.opts)
@@ -147,8 +237,10 @@ class Engine:
         self.bus.start()
         if not await loop.run_in_executor(None, self.bus.wait_started, 30.0):
             log.warning("salt_ws: the event bus subscription is slow to start")
+        await self._reseed()
+        self._spawn(self._housekeeping())
 
-        self.services = Services(self.config, self.hub, self.auth, self.counters)
+        self.services = Services(self.config, self.hub, self.auth, self.counters, self.snapshot)
         self.server = tornado.httpserver.HTTPServer(
             make_app(self.services), ssl_options=self.tls, max_body_size=MAX_BODY_SIZE
         )
@@ -197,6 +289,8 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop accepting, close clients with 1001, unsubscribe from the bus."""
         log.info("salt_ws: shutting down")
+        for task in list(self._tasks):
+            task.cancel()
         if self.server is not None and self.listening:
             self.server.stop()
         if self.services is not None:
@@ -233,6 +327,8 @@ class Engine:
             "client_queue_size": cfg.client_queue_size,
             "bus_connected": bool(self.bus and self.bus.connected),
             "bus_reconnects": counters.bus_reconnects,
+            "minions": len(self.view.minion_ids),
+            "jobs": self.view.job_count,
         }
 
 

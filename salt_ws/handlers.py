@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import urllib.parse
-from typing import Any
+from typing import Any, Callable
 
 import tornado.web
 import tornado.websocket
@@ -41,11 +41,19 @@ YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
 class Services:
     """What the handlers share; built once by :func:`salt_ws.app.make_app`."""
 
-    def __init__(self, config: Any, hub: Any, auth: Any, counters: Any) -> None:
+    def __init__(
+        self,
+        config: Any,
+        hub: Any,
+        auth: Any,
+        counters: Any,
+        snapshot: Callable[[Channel], list[str]] = lambda channel: [],
+    ) -> None:
         self.config = config
         self.hub = hub
         self.auth = auth
         self.counters = counters
+        self.snapshot = snapshot  # first messages for a new client of a channel
         self.sockets: set[Any] = set()  # open websockets, closed with 1001 at shutdown
 
 
@@ -198,6 +206,8 @@ class LogoutHandler(BaseHandler):
                 token = self.payload().get("token")
             except ValueError:
                 token = None
+        if not isinstance(token, str):
+            token = None
         auth = self.services.auth
         if not token or not await auth.run(auth.logout, token):
             self.fail(401, "no valid token given")
@@ -251,7 +261,9 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
     def on_message(self, message: str | bytes) -> None:
         if message != CLIENT_READY or self._sub is not None:
             return
-        self._sub = self.services.hub.subscribe(self.channel, self._wakeup.set, self._cut)
+        self._sub = self.services.hub.subscribe(
+            self.channel, self._wakeup.set, self._cut, self.services.snapshot(self.channel)
+        )
         asyncio.get_running_loop().create_task(self._pump(self._sub))
 
     def on_close(self) -> None:

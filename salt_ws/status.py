@@ -1,10 +1,10 @@
-"""What ``salt-run ws.status`` reports, and how the runner reaches the engine.
+"""What ``salt-run ws.status`` and ``ws.view`` report, and how the runner reaches the engine.
 
 Each engine instance listens on a Unix socket in the master's ``sock_dir``
 named after its HTTP port (``salt_ws.8000.sock``; mode 0600: only the
 master's user can ask). The protocol
-is one line each way: the runner sends a command (``status``), the engine
-answers one JSON object. Nothing is opened to the network.
+is one line each way: the runner sends a command (``status`` or ``view``),
+the engine answers one JSON object. Nothing is opened to the network.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import socket
 from typing import Any, Callable, Mapping
 
-__all__ = ["StatusServer", "query", "report", "socket_path"]
+__all__ = ["StatusServer", "ask", "query", "report", "socket_path", "view"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,33 @@ def query(path: str, command: str = "status", timeout: float = 1.0) -> dict[str,
     return json.loads(b"".join(chunks).decode("utf-8"))
 
 
+def ask(opts: Mapping[str, Any], command: str, timeout: float = 1.0) -> dict[str, Any]:
+    """Ask every engine instance of this master; ``{port: answer}`` of those that answer."""
+    sock_dir = opts["sock_dir"]
+    try:
+        names = sorted(
+            n for n in os.listdir(sock_dir) if n.startswith(_PREFIX) and n.endswith(_SUFFIX)
+        )
+    except OSError:
+        return {}
+    answers: dict[str, Any] = {}
+    for name in names:
+        try:
+            answers[name[len(_PREFIX) : -len(_SUFFIX)]] = query(
+                os.path.join(sock_dir, name), command, timeout
+            )
+        except (OSError, ValueError):
+            continue  # a stale socket of a stopped engine
+    return answers
+
+
+def _not_running(opts: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "running": False,
+        "message": f"the ws engine is not running on this master (no answer in {opts['sock_dir']})",
+    }
+
+
 def report(opts: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
     """The live state of this master's engine.
 
@@ -108,27 +135,41 @@ def report(opts: Mapping[str, Any], timeout: float = 1.0) -> dict[str, Any]:
         instances (``engine_module: ws``), ``{"running": ..., "engines":
         {port: answer}}``.
     """
-    sock_dir = opts["sock_dir"]
-    try:
-        names = sorted(
-            n for n in os.listdir(sock_dir) if n.startswith(_PREFIX) and n.endswith(_SUFFIX)
-        )
-    except OSError as exc:
-        return {"running": False, "message": f"the ws engine is not running ({exc})"}
-    answers: dict[str, dict[str, Any]] = {}
-    for name in names:
-        path = os.path.join(sock_dir, name)
-        try:
-            answer = query(path, "status", timeout)
-        except (OSError, ValueError):
-            continue  # a stale socket of a stopped engine
+    answers = ask(opts, "status", timeout)
+    for answer in answers.values():
         answer.setdefault("running", True)
-        answers[name[len(_PREFIX) : -len(_SUFFIX)]] = answer
     if not answers:
-        return {
-            "running": False,
-            "message": f"the ws engine is not running on this master (no answer in {sock_dir})",
-        }
+        return _not_running(opts)
     if len(answers) == 1:
         return next(iter(answers.values()))
     return {"running": all(a["running"] for a in answers.values()), "engines": answers}
+
+
+def view(
+    opts: Mapping[str, Any],
+    minion: str | None = None,
+    jid: str | None = None,
+    timeout: float = 1.0,
+) -> dict[str, Any]:
+    """The formatted view of the (first serving) engine, optionally one minion or one job.
+
+    Returns:
+        ``{"minions": ..., "jobs": ...}`` as the websocket shows them;
+        ``{"minions": {mid: ...}}`` or ``{"jobs": {jid: ...}}`` when filtered;
+        ``{"running": False, "message": ...}`` when no engine answers, or
+        ``{"error": ...}`` for an unknown minion or job.
+    """
+    answers = [a for a in ask(opts, "view", timeout).values() if "minions" in a]
+    if not answers:
+        return _not_running(opts)
+    tables = answers[0]
+    if minion is not None:
+        if minion not in tables["minions"]:
+            return {"error": f"minion {minion!r} is not in the view"}
+        return {"minions": {minion: tables["minions"][minion]}}
+    if jid is not None:
+        jid = str(jid)
+        if jid not in tables["jobs"]:
+            return {"error": f"job {jid!r} is not in the view"}
+        return {"jobs": {jid: tables["jobs"][jid]}}
+    return tables

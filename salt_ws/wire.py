@@ -17,6 +17,7 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_TOO_SLOW",
     "GAP_TAG",
+    "MAX_DEPTH",
     "RESTORED_TAG",
     "encode",
     "encode_event",
@@ -36,33 +37,46 @@ RESTORED_TAG = "salt_ws/bus/restored"
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
-def jsonable(value: Any) -> Any:
+MAX_DEPTH = 100  # deeper payload parts are sent as a marker string
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
     """Return ``value`` converted to something :mod:`json` encodes strictly.
 
     Bytes become text (undecodable bytes escaped), sets and tuples lists,
     non-string keys strings, NaN/Infinity strings, anything else its
-    ``str()``.
+    ``str()``; containers nested deeper than :data:`MAX_DEPTH` become the
+    string ``"<nested too deep>"``.
     """
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, (dict, list, tuple, set, frozenset)) and depth >= MAX_DEPTH:
+        return "<nested too deep>"
     if isinstance(value, dict):
         return {
-            k if isinstance(k, str) else str(jsonable(k)): jsonable(v) for k, v in value.items()
+            k if isinstance(k, str) else _key(k): jsonable(v, depth + 1) for k, v in value.items()
         }
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
     return str(value)
+
+
+def _key(key: Any) -> str:
+    """A dict key as JSON's encoder writes it (``None`` -> ``"null"``), else as text."""
+    if key is None or isinstance(key, (bool, int, float)):
+        return _encoder.encode(key) if not isinstance(key, float) else str(key)
+    return str(jsonable(key, MAX_DEPTH - 1))
 
 
 def encode(message: Any) -> str:
     """Encode one message as compact, strict JSON; never raises for odd payloads."""
     try:
         return _encoder.encode(message)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return _encoder.encode(jsonable(message))
 
 

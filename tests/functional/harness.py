@@ -122,42 +122,52 @@ class Site:
         return await self.fetch(path, "POST", urllib.parse.urlencode(data), headers)
 
     async def connect(
-        self, token: str = GOOD_TOKEN, headers: dict[str, str] | None = None
+        self,
+        token: str = GOOD_TOKEN,
+        headers: dict[str, str] | None = None,
+        channel: Channel = Channel.ALL_EVENTS,
     ) -> tornado.websocket.WebSocketClientConnection:
-        """Open ``/all_events/<token>`` (raises HTTPClientError if refused)."""
+        """Open ``/<channel>/<token>`` (raises HTTPClientError if refused)."""
         request = tornado.httpclient.HTTPRequest(
-            self.url(f"/all_events/{token}", "ws"), headers=headers
+            self.url(f"/{channel.value}/{token}", "ws"), headers=headers
         )
         conn = await tornado.websocket.websocket_connect(request)
         self.websockets.append(conn)
         return conn
 
-    async def subscribed(self, count: int) -> None:
-        """Wait until exactly ``count`` clients are subscribed to all_events."""
-        while self.hub.count(Channel.ALL_EVENTS) != count:
+    async def subscribed(self, count: int, channel: Channel = Channel.ALL_EVENTS) -> None:
+        """Wait until exactly ``count`` clients are subscribed to ``channel``."""
+        while self.hub.count(channel) != count:
             await asyncio.sleep(0.005)
 
-    async def ready(self, token: str = GOOD_TOKEN) -> tornado.websocket.WebSocketClientConnection:
+    async def ready(
+        self, token: str = GOOD_TOKEN, channel: Channel = Channel.ALL_EVENTS
+    ) -> tornado.websocket.WebSocketClientConnection:
         """Connect and say ``websocket client ready``; returns once subscribed."""
-        before = self.hub.count(Channel.ALL_EVENTS)
-        conn = await self.connect(token)
+        before = self.hub.count(channel)
+        conn = await self.connect(token, channel=channel)
         await conn.write_message(CLIENT_READY)
-        await self.subscribed(before + 1)
+        await self.subscribed(before + 1, channel)
         return conn
 
-    def publish(self, messages: list[str]) -> None:
-        self.hub.publish(Channel.ALL_EVENTS, messages)
+    def publish(self, messages: list[str], channel: Channel = Channel.ALL_EVENTS) -> None:
+        self.hub.publish(channel, messages)
 
 
 @contextlib.asynccontextmanager
 async def serving(
-    cors_origin: Any = None, queue_limit: int = 1000, auth: Any = None
+    cors_origin: Any = None,
+    queue_limit: int = 1000,
+    auth: Any = None,
+    snapshot: Callable[[Channel], list[str]] | None = None,
 ) -> AsyncIterator[Site]:
     """Serve make_app() on 127.0.0.1, on an ephemeral port, for the duration of the block."""
     raw: dict[str, Any] = {"disable_ssl": True}
     if cors_origin is not None:
         raw["cors_origin"] = cors_origin
     services = Services(parse(raw), Hub(queue_limit), auth or FakeAuthenticator(), Counters())
+    if snapshot is not None:
+        services.snapshot = snapshot
     server = tornado.httpserver.HTTPServer(make_app(services), max_body_size=MAX_BODY_SIZE)
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets([sock])

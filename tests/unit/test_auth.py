@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import io
+import logging
+import sys
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from salt_ws.auth import Authenticator, LoginFailed, Session, redact, token_pattern
+from salt_ws.auth import (
+    Authenticator,
+    LoginFailed,
+    RedactingFilter,
+    Session,
+    install_log_redaction,
+    redact,
+    token_pattern,
+)
 
 TOKEN = "0123456789abcdef" * 4  # a well-formed sha256 token
 NOW = 1_700_000_000.0
@@ -142,6 +153,84 @@ def test_redact_keeps_six_digits_of_anything_token_like(text, expected):
     assert redact(text) == expected
 
 
+# -- redaction of log records -----------------------------------------------------------------
+
+
+def record(msg: Any, *args: Any, exc_info: Any = None) -> logging.LogRecord:
+    return logging.LogRecord("salt.auth", logging.WARNING, __file__, 1, msg, args, exc_info)
+
+
+@pytest.mark.parametrize(
+    ("msg", "args", "expected"),
+    [
+        ("Token '%s' could not be loaded", (TOKEN,), "Token '012345...' could not be loaded"),
+        (f"GET /all_events/{TOKEN}", (), "GET /all_events/012345..."),
+        ("%(who)s used %(tok)s", ({"who": "alice", "tok": TOKEN},), "alice used 012345..."),
+        (ValueError(TOKEN), (), "012345..."),  # msg need not be a str
+    ],
+    ids=["in-args", "in-msg", "mapping-args", "non-str-msg"],
+)
+def test_redacting_filter_rewrites_token_like_text(msg, args, expected):
+    rec = record(msg, *args)
+    assert RedactingFilter().filter(rec) is True
+    assert rec.getMessage() == expected
+
+
+def test_redacting_filter_leaves_clean_records_alone():
+    args = ("alice", 3)
+    rec = record("user %s has %d jobs", *args)
+    RedactingFilter().filter(rec)
+    assert rec.msg == "user %s has %d jobs"
+    assert rec.args == args
+
+
+def test_redacting_filter_passes_records_it_cannot_format():
+    rec = record("%s and %s", "only one")
+    assert RedactingFilter().filter(rec) is True
+    assert rec.msg == "%s and %s"
+
+
+def test_redacting_filter_redacts_tracebacks():
+    try:
+        raise KeyError(f"no such token {TOKEN}")
+    except KeyError:
+        rec = record("lookup failed", exc_info=sys.exc_info())
+    RedactingFilter().filter(rec)
+    assert "012345..." in rec.exc_text
+    assert TOKEN not in rec.exc_text
+
+
+def test_redacting_filter_redacts_an_already_formatted_traceback():
+    rec = record("lookup failed")
+    rec.exc_text = f"Traceback ...\nKeyError: {TOKEN}"
+    RedactingFilter().filter(rec)
+    assert rec.exc_text == "Traceback ...\nKeyError: 012345..."
+
+
+def test_install_log_redaction_filters_every_root_handler_once():
+    root = logging.Logger("test-root")
+    stream = io.StringIO()
+    root.addHandler(logging.StreamHandler(stream))
+    root.addHandler(logging.NullHandler())
+    assert install_log_redaction(root) == 2
+    assert install_log_redaction(root) == 2  # idempotent
+    for handler in root.handlers:
+        assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
+    try:
+        raise RuntimeError(TOKEN)
+    except RuntimeError:
+        root.exception("token %s refused", TOKEN)
+    assert TOKEN not in stream.getvalue()
+    assert stream.getvalue().count("012345...") == 2
+
+
+def test_install_log_redaction_defaults_to_the_root_logger(monkeypatch):
+    handler = logging.NullHandler()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    assert install_log_redaction() == 1
+    assert any(isinstance(f, RedactingFilter) for f in handler.filters)
+
+
 # -- login -------------------------------------------------------------------------------------
 
 
@@ -156,9 +245,7 @@ def test_login_returns_saltnados_payload(authenticators):
         "user": "alice",
         "eauth": "pam",
     }
-    assert fake.called("mk_token") == [
-        {"username": "alice", "password": "secret", "eauth": "pam"}
-    ]
+    assert fake.called("mk_token") == [{"username": "alice", "password": "secret", "eauth": "pam"}]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 import threading
 from typing import Any, Callable
 
@@ -214,9 +215,37 @@ class Client:
         return self.sub.outbox.take(10_000)
 
 
+class FakeFleet:
+    """Stands in for salt_ws.fleet.Fleet (the master's keys, cache and presence)."""
+
+    def __init__(self, opts: Any) -> None:
+        self.data_cache = True
+        self.seeds = 0
+
+    def seed(self) -> dict[str, Any]:
+        self.seeds += 1
+        return {}
+
+    def load_grains(self, mids: Any) -> dict[str, Any]:
+        return dict.fromkeys(mids)
+
+    def connected(self) -> set[str]:
+        return set()
+
+
 @pytest.fixture
-def engine(monkeypatch) -> Engine:
+def fleets() -> list[FakeFleet]:
+    """Every Fleet the engine creates."""
+    return []
+
+
+@pytest.fixture
+def engine(monkeypatch, fleets) -> Engine:
     """An Engine that must not touch Salt or the network to consume events."""
+
+    def fleet(opts: Any) -> FakeFleet:
+        fleets.append(FakeFleet(opts))
+        return fleets[-1]
 
     def no_io(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("Engine.consume must not do any I/O")
@@ -225,7 +254,22 @@ def engine(monkeypatch) -> Engine:
     monkeypatch.setattr(salt.auth, "LoadAuth", no_io)
     for name in ("BusReader", "StatusServer", "Authenticator"):
         monkeypatch.setattr(salt_ws.engine, name, no_io)
+    monkeypatch.setattr(salt_ws.engine, "Fleet", fleet)
     return Engine(opts={}, config=parse({"disable_ssl": True}))
+
+
+def consume_on_a_loop(engine: Engine, fleets: list[FakeFleet], *batches: list[Any]) -> None:
+    """Consume on a running loop, as the engine does; wait for the reseeds a restore starts."""
+
+    async def main() -> None:
+        restores = 0
+        for items in batches:
+            engine.consume(items)
+            restores += sum(isinstance(i, LinkChange) and i.up for i in items)
+        while sum(fleet.seeds for fleet in fleets) < restores:
+            await asyncio.sleep(0.005)
+
+    asyncio.run(asyncio.wait_for(main(), 5))
 
 
 def test_events_are_encoded_and_published_in_bus_order(engine):
@@ -240,10 +284,24 @@ def test_events_are_encoded_and_published_in_bus_order(engine):
     assert engine.counters.events_received == 3
 
 
-def test_events_reach_only_the_all_events_channel(engine):
+RECORDED = pathlib.Path(__file__).parent.parent / "files" / "events-salt-3008.4.json"
+
+
+@pytest.mark.skipif(not RECORDED.is_file(), reason="no recorded events")
+def test_recorded_master_events_reach_a_client_unchanged_and_in_order(engine):
+    recorded = [tuple(event) for event in json.loads(RECORDED.read_text())]
+    client = Client(engine)
+    handoff = Handoff(lambda drain: drain(), engine.consume)  # drain at once, one per event
+    for tag, data in recorded:
+        handoff.put((tag, data))
+    assert [tuple(json.loads(m).values()) for m in client.received()] == recorded
+
+
+def test_raw_event_frames_go_to_all_events_only(engine):
     formatted = Client(engine, Channel.FORMATTED_EVENTS)
-    engine.consume([("salt/job/1/new", {})])
-    assert formatted.received() == []
+    engine.consume([("salt/job/1/new", {"jid": "1"}), ("custom/tag", {"x": 1})])
+    for message in formatted.received():  # the formatted view's tables, if anything
+        assert set(json.loads(message)) != {"tag", "data"}
 
 
 def test_each_event_is_encoded_once_for_all_clients(engine):
@@ -291,10 +349,9 @@ def test_a_lost_link_becomes_a_gap_notice(engine):
     assert "reason" in notice["data"]
 
 
-def test_a_restored_link_says_since_when_events_were_missed(engine):
+def test_a_restored_link_says_since_when_events_were_missed(engine, fleets):
     client = Client(engine)
-    engine.consume([LinkChange(False, LOST_AT)])
-    engine.consume([LinkChange(True, BACK_AT)])
+    consume_on_a_loop(engine, fleets, [LinkChange(False, LOST_AT)], [LinkChange(True, BACK_AT)])
     lost, restored = [json.loads(m) for m in client.received()]
     assert restored["tag"] == "salt_ws/bus/restored"
     assert restored["data"]["missed"] is True
@@ -303,31 +360,32 @@ def test_a_restored_link_says_since_when_events_were_missed(engine):
     assert engine.counters.bus_reconnects == 1
 
 
-def test_a_restored_link_without_a_known_loss_has_no_down_since(engine):
+def test_a_restored_link_without_a_known_loss_has_no_down_since(engine, fleets):
     client = Client(engine)
-    engine.consume([LinkChange(True, BACK_AT)])
+    consume_on_a_loop(engine, fleets, [LinkChange(True, BACK_AT)])
     [restored] = [json.loads(m) for m in client.received()]
     assert restored["data"]["down_since"] is None
     assert restored["data"]["missed"] is True
 
 
-def test_down_since_is_not_reused_by_a_later_restore(engine):
+def test_down_since_is_not_reused_by_a_later_restore(engine, fleets):
     client = Client(engine)
-    engine.consume([LinkChange(False, LOST_AT), LinkChange(True, BACK_AT)])
-    engine.consume([LinkChange(True, BACK_AT + 1)])
+    consume_on_a_loop(
+        engine,
+        fleets,
+        [LinkChange(False, LOST_AT), LinkChange(True, BACK_AT)],
+        [LinkChange(True, BACK_AT + 1)],
+    )
     *_, late = [json.loads(m) for m in client.received()]
     assert late["data"]["down_since"] is None
 
 
-def test_notices_stay_in_place_among_events(engine):
+def test_notices_stay_in_place_among_events(engine, fleets):
     client = Client(engine)
-    engine.consume(
-        [
-            ("before", {}),
-            LinkChange(False, LOST_AT),
-            LinkChange(True, BACK_AT),
-            ("after", {}),
-        ]
+    consume_on_a_loop(
+        engine,
+        fleets,
+        [("before", {}), LinkChange(False, LOST_AT), LinkChange(True, BACK_AT), ("after", {})],
     )
     assert [json.loads(m)["tag"] for m in client.received()] == [
         "before",
@@ -335,6 +393,11 @@ def test_notices_stay_in_place_among_events(engine):
         "salt_ws/bus/restored",
         "after",
     ]
+
+
+def test_a_restored_link_reloads_the_fleet(engine, fleets):
+    consume_on_a_loop(engine, fleets, [LinkChange(False, LOST_AT), LinkChange(True, BACK_AT)])
+    assert [fleet.seeds for fleet in fleets] == [1]
 
 
 def test_handoff_feeds_engine_consume(engine, loop):
@@ -348,3 +411,13 @@ def test_handoff_feeds_engine_consume(engine, loop):
         "salt/job/9/new",
         "salt_ws/bus/lost",
     ]
+
+
+def test_one_pathological_event_does_not_lose_its_neighbours(engine):
+    client = Client(engine)
+    deep: Any = b"\xff"
+    for _ in range(600):
+        deep = [deep]
+    engine.consume([("a", {}), ("deep", deep), ("b", {})])
+    tags = [json.loads(m)["tag"] for m in client.received()]
+    assert tags == ["a", "deep", "b"]

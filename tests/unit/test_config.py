@@ -9,9 +9,7 @@ import ssl
 import threading
 
 import pytest
-import yaml
 
-import salt_ws.ext_engines.ws as engine_shim
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 
 PLAIN = {"disable_ssl": True}  # the smallest valid configuration
@@ -39,6 +37,9 @@ def plain(**options):
         ("num_processes", 1),
         ("client_queue_size", 10000),
         ("bind_retry_interval", 10.0),
+        ("max_jobs", 1000),
+        ("job_max_age", 86400.0),
+        ("job_timeout", 600.0),
     ],
     ids=str,
 )
@@ -62,22 +63,15 @@ def test_the_defaults_table_covers_every_option():
         "num_processes",
         "client_queue_size",
         "bind_retry_interval",
+        "max_jobs",
+        "job_max_age",
+        "job_timeout",
     }
 
 
 def test_disable_ssl_alone_is_a_complete_configuration():
     assert parse(PLAIN) == Config(disable_ssl=True)
     assert parse(PLAIN).tls is False
-
-
-def test_engine_docstring_documents_every_option_with_its_default():
-    doc = engine_shim.__doc__
-    block = doc[doc.index("engines:") : doc.index("``webhook_url``")]
-    documented = yaml.safe_load(block)["engines"][0]["ws"]
-    assert set(documented) == {f.name for f in dataclasses.fields(Config)}
-    for option, value in documented.items():
-        if option not in ("ssl_crt", "ssl_key"):  # example paths, not defaults
-            assert value == getattr(DEFAULTS, option), option
 
 
 @pytest.mark.parametrize("raw", [None, {}], ids=["none", "empty"])
@@ -122,6 +116,16 @@ def test_tls_is_on_by_default_so_an_empty_entry_needs_ssl_crt(raw):
         ({"bind_retry_interval": 1}, "bind_retry_interval", 1.0),
         ({"bind_retry_interval": 3600}, "bind_retry_interval", 3600.0),
         ({"bind_retry_interval": "5"}, "bind_retry_interval", 5.0),
+        ({"max_jobs": 1}, "max_jobs", 1),
+        ({"max_jobs": 1_000_000}, "max_jobs", 1_000_000),
+        ({"max_jobs": "50"}, "max_jobs", 50),
+        ({"job_max_age": 60}, "job_max_age", 60.0),
+        ({"job_max_age": 365 * 86400}, "job_max_age", 365 * 86400.0),
+        ({"job_timeout": 1}, "job_timeout", 1.0),
+        ({"job_timeout": 7 * 86400}, "job_timeout", 7 * 86400.0),
+        ({"job_timeout": "30"}, "job_timeout", 30.0),
+        ({"job_timeout": 2.5}, "job_timeout", 2.5),
+        ({"bind_retry_interval": 10.0}, "bind_retry_interval", 10.0),
         ({"cors_origin": None}, "cors_origin", None),
         ({"cors_origin": "*"}, "cors_origin", "*"),
         ({"cors_origin": "https://ui.example"}, "cors_origin", "https://ui.example"),
@@ -187,7 +191,17 @@ def test_disable_ssl_false_with_a_certificate_serves_tls(tls_files):
         ("client_queue_size", False, "expected an integer"),
         ("bind_retry_interval", 0, "between 1 and 3600"),
         ("bind_retry_interval", 3601, "between 1 and 3600"),
-        ("bind_retry_interval", "soon", "expected an integer"),
+        ("bind_retry_interval", "soon", "expected a number"),
+        ("bind_retry_interval", float("nan"), "between 1 and 3600"),
+        ("max_jobs", 0, "between 1 and 1000000"),
+        ("max_jobs", 1_000_001, "between 1 and 1000000"),
+        ("max_jobs", None, "expected an integer"),
+        ("job_max_age", 59, "between 60 and 31536000"),
+        ("job_max_age", 365 * 86400 + 1, "between 60 and 31536000"),
+        ("job_max_age", "a day", "expected a number"),
+        ("job_timeout", 0, "between 1 and 604800"),
+        ("job_timeout", 7 * 86400 + 1, "between 1 and 604800"),
+        ("job_timeout", True, "expected a number"),
         ("cors_origin", "", "non-empty string"),
         ("cors_origin", 5, "list of origins"),
         ("cors_origin", ["https://a.example", ""], "list of origins"),
@@ -398,3 +412,30 @@ def test_unusable_tls_pair_names_the_option(crt, key, option, tls_files):
         ssl_context(parse(raw))
     assert err.value.option == option
     assert "cannot load" in err.value.message
+
+
+def test_a_garbage_certificate_names_ssl_crt_even_with_a_key(tls_files):
+    config = parse({"ssl_crt": str(tls_files.garbage), "ssl_key": str(tls_files.key)})
+    with pytest.raises(ConfigError) as err:
+        ssl_context(config)
+    assert err.value.option == "ssl_crt"
+
+
+@pytest.mark.parametrize("raw", [{1: True}, {1: True, "foo": 1}], ids=["int", "mixed"])
+def test_non_string_option_names_are_config_errors(raw):
+    with pytest.raises(ConfigError) as err:
+        parse({**PLAIN, **raw})
+    assert isinstance(err.value.option, str)
+
+
+def test_engine_docstring_documents_every_option_with_its_default():
+    import salt_ws.ext_engines.ws as engine_shim
+    import yaml
+
+    doc = engine_shim.__doc__
+    block = doc[doc.index("engines:") : doc.index("``webhook_url``")]
+    documented = yaml.safe_load(block)["engines"][0]["ws"]
+    assert set(documented) == {f.name for f in dataclasses.fields(Config)}
+    for option, value in documented.items():
+        if option not in ("ssl_crt", "ssl_key", "address"):  # examples, not defaults
+            assert value == getattr(DEFAULTS, option), option

@@ -70,9 +70,15 @@ def test_outbox_is_first_in_first_out_across_pushes():
 
 @pytest.mark.parametrize(
     ("most", "taken", "left"),
-    [(0, [], 3), (1, ["a"], 2), (2, ["a", "b"], 1), (3, ["a", "b", "c"], 0), (99, ["a", "b", "c"], 0)],
+    [
+        (0, [], 3),
+        (1, ["a"], 2),
+        (2, ["a", "b"], 1),
+        (3, ["a", "b", "c"], 0),
+        (99, ["a", "b", "c"], 0),
+    ],
     ids=["none", "one", "some", "exactly-all", "more-than-all"],
-)  # fmt: skip
+)
 def test_outbox_take_returns_the_oldest(most, taken, left):
     box = Outbox(5)
     box.push(["a", "b", "c"])
@@ -139,7 +145,7 @@ def test_every_subscriber_shares_the_same_encoded_string():
 
 def test_publishing_nothing_wakes_nobody():
     hub = Hub(queue_limit=10)
-    writer, sub = subscribe(hub)
+    writer, _ = subscribe(hub)
     hub.publish(Channel.ALL_EVENTS, [])
     assert writer.wakes == 0
     assert hub.stats.messages_published == 0
@@ -177,77 +183,77 @@ def test_initial_messages_beyond_the_bound_cut_at_once():
 # -- Hub: the slow-client policy ---------------------------------------------------------------
 
 
-@pytest.fixture
-def crowd():
+class Crowd:
     """A hub with queue_limit 3: one client that reads (fast) and one that does not (slow)."""
-    hub = Hub(queue_limit=3)
-    slow_writer, slow = subscribe(hub)
-    fast_writer, fast = subscribe(hub)
-    return hub, (slow_writer, slow), (fast_writer, fast)
+
+    def __init__(self) -> None:
+        self.hub = Hub(queue_limit=3)
+        self.slow_writer, self.slow = subscribe(self.hub)
+        self.fast_writer, self.fast = subscribe(self.hub)
+
+
+@pytest.fixture
+def crowd() -> Crowd:
+    return Crowd()
 
 
 def test_a_client_within_its_bound_is_not_cut(crowd):
-    hub, (slow_writer, slow), _ = crowd
-    hub.publish(Channel.ALL_EVENTS, ["e1", "e2", "e3"])
-    assert slow_writer.cuts == []
-    assert slow.active is True
-    assert len(slow.outbox) == 3
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e1", "e2", "e3"])
+    assert crowd.slow_writer.cuts == []
+    assert crowd.slow.active is True
+    assert len(crowd.slow.outbox) == 3
 
 
 def test_overflow_cuts_the_slow_client_once_with_a_reason(crowd):
-    hub, (slow_writer, slow), (fast_writer, fast) = crowd
-    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
-    assert fast.outbox.take(10) == ["e1", "e2"]
-    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])  # slow would hold 4 > 3
-    hub.publish(Channel.ALL_EVENTS, ["e5"])
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    assert crowd.fast.outbox.take(10) == ["e1", "e2"]
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])  # slow would hold 4 > 3
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e5"])
 
-    [(code, reason)] = slow_writer.cuts
+    [(code, reason)] = crowd.slow_writer.cuts
     assert code == CLOSE_TOO_SLOW
     assert "too slow" in reason
     assert "3 messages" in reason  # the bound is named
-    assert slow.active is False
-    assert len(slow.outbox) == 0  # its queue is freed
-    assert slow not in hub.subscribers(Channel.ALL_EVENTS)
-    assert hub.count(Channel.ALL_EVENTS) == 1
+    assert crowd.slow.active is False
+    assert len(crowd.slow.outbox) == 0  # its queue is freed
+    assert crowd.slow not in crowd.hub.subscribers(Channel.ALL_EVENTS)
+    assert crowd.hub.count(Channel.ALL_EVENTS) == 1
 
 
 def test_overflow_of_one_client_does_not_disturb_the_others(crowd):
-    hub, (slow_writer, slow), (fast_writer, fast) = crowd
     received = []
     for n in range(10):
-        hub.publish(Channel.ALL_EVENTS, [f"e{n}"])
-        received += fast.outbox.take(10)
+        crowd.hub.publish(Channel.ALL_EVENTS, [f"e{n}"])
+        received += crowd.fast.outbox.take(10)
     assert received == [f"e{n}" for n in range(10)]
-    assert fast_writer.cuts == []
-    assert fast_writer.wakes == 10
-    assert len(slow_writer.cuts) == 1
+    assert crowd.fast_writer.cuts == []
+    assert crowd.fast_writer.wakes == 10
+    assert len(crowd.slow_writer.cuts) == 1
 
 
 def test_a_cut_callback_may_unsubscribe_again(crowd):
     """A handler's cut closes its socket, whose on_close unsubscribes: must be harmless."""
-    hub, (slow_writer, slow), (fast_writer, fast) = crowd
     cuts = []
 
     def cut_and_leave(code: int, reason: str) -> None:
         cuts.append(code)
-        hub.unsubscribe(slow)
+        crowd.hub.unsubscribe(crowd.slow)
 
-    slow.cut = cut_and_leave
-    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
-    fast.outbox.take(10)
-    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
+    crowd.slow.cut = cut_and_leave
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    crowd.fast.outbox.take(10)
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
     assert cuts == [CLOSE_TOO_SLOW]
-    assert fast.outbox.take(10) == ["e3", "e4"]
-    assert hub.subscribers(Channel.ALL_EVENTS) == (fast,)
+    assert crowd.fast.outbox.take(10) == ["e3", "e4"]
+    assert crowd.hub.subscribers(Channel.ALL_EVENTS) == (crowd.fast,)
 
 
 def test_stats_count_messages_cuts_and_high_water(crowd):
-    hub, (slow_writer, slow), (fast_writer, fast) = crowd
-    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])  # queued for 2 clients
-    fast.outbox.take(10)
-    hub.publish(Channel.ALL_EVENTS, ["e3"])  # queued for both; slow now at 3
-    hub.publish(Channel.ALL_EVENTS, ["e4"])  # fast queued; slow cut
-    stats = hub.stats
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])  # queued for 2 clients
+    crowd.fast.outbox.take(10)
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e3"])  # queued for both; slow now at 3
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e4"])  # fast queued; slow cut
+    stats = crowd.hub.stats
     assert stats.messages_published == 4
     assert stats.messages_queued == 2 + 2 + 1 + 1 + 1
     assert stats.clients_cut == 1
@@ -280,11 +286,10 @@ def test_unsubscribe_is_idempotent():
 
 
 def test_unsubscribe_after_a_cut_is_harmless(crowd):
-    hub, (slow_writer, slow), (fast_writer, fast) = crowd
-    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
-    fast.outbox.take(10)
-    hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
-    hub.unsubscribe(slow)
-    assert len(slow_writer.cuts) == 1
-    assert hub.stats.clients_cut == 1
-    assert hub.subscribers(Channel.ALL_EVENTS) == (fast,)
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    crowd.fast.outbox.take(10)
+    crowd.hub.publish(Channel.ALL_EVENTS, ["e3", "e4"])
+    crowd.hub.unsubscribe(crowd.slow)
+    assert len(crowd.slow_writer.cuts) == 1
+    assert crowd.hub.stats.clients_cut == 1
+    assert crowd.hub.subscribers(Channel.ALL_EVENTS) == (crowd.fast,)

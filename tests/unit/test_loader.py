@@ -83,19 +83,47 @@ def test_engine_start_hands_opts_and_options_to_the_package(monkeypatch):
         ({"running": True, "state": "serving"}, None),
         ({"running": False, "message": "the ws engine is not running"}, 1),
         ({"running": False, "state": "failed", "message": "not started"}, 1),
+        ({"running": False, "engines": {"8000": {"running": False}}}, 1),
     ],
-    ids=["running", "not-running", "parked"],
+    ids=["running", "not-running", "parked", "several-one-down"],
 )
-def test_runner_status_returns_the_report_and_sets_retcode(monkeypatch, answer, retcode):
+def test_runner_status_returns_the_report_and_fails_when_not_running(monkeypatch, answer, retcode):
     seen = []
 
     def fake_report(opts):
         seen.append(opts)
-        return answer
+        return dict(answer)
 
     monkeypatch.setattr(salt_ws.status, "report", fake_report)
     context: dict[str, Any] = {}
     shim = load_shim("runners", __opts__=OPTS, __context__=context)
-    assert shim.status() == answer
+    expected = answer if retcode is None else {**answer, "retcode": retcode}
+    assert shim.status() == expected
     assert seen == [OPTS]
+    assert context.get("retcode") == retcode
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "answer", "retcode"),
+    [
+        ({}, {"minions": {}, "jobs": {}}, None),
+        ({"minion": "web1"}, {"minions": {"web1": {}}}, None),
+        ({"jid": "123"}, {"error": "job '123' is not in the view"}, 1),
+        ({}, {"running": False, "message": "the ws engine is not running"}, 1),
+    ],
+    ids=["all", "one-minion", "unknown-job", "not-running"],
+)
+def test_runner_view_passes_the_filter_and_fails_on_errors(monkeypatch, kwargs, answer, retcode):
+    seen = []
+
+    def fake_view(opts, minion=None, jid=None):
+        seen.append((opts, minion, jid))
+        return dict(answer)
+
+    monkeypatch.setattr(salt_ws.status, "view", fake_view)
+    context: dict[str, Any] = {}
+    shim = load_shim("runners", __opts__=OPTS, __context__=context)
+    expected = answer if retcode is None else {**answer, "retcode": retcode}
+    assert shim.view(**kwargs) == expected
+    assert seen == [(OPTS, kwargs.get("minion"), kwargs.get("jid"))]
     assert context.get("retcode") == retcode

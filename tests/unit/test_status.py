@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
-from salt_ws.status import StatusServer, query, report, socket_path
+from salt_ws.status import StatusServer, ask, query, report, socket_path, view
 
 
 class LoopThread:
@@ -61,9 +61,15 @@ def engines(opts) -> Iterator[Callable[..., StatusServer]]:
     loop = LoopThread()
     servers: list[StatusServer] = []
 
-    def start(port: int, answer: dict[str, Any] | Callable[[], dict[str, Any]]) -> StatusServer:
-        status = answer if callable(answer) else (lambda: answer)
-        server = StatusServer(socket_path(opts, port), {"status": status})
+    def start(
+        port: int,
+        answer: dict[str, Any] | Callable[[], dict[str, Any]],
+        tables: dict[str, Any] | None = None,
+    ) -> StatusServer:
+        commands = {"status": answer if callable(answer) else (lambda: answer)}
+        if tables is not None:
+            commands["view"] = lambda: tables
+        server = StatusServer(socket_path(opts, port), commands)
         loop.call(server.start())
         servers.append(server)
         return server
@@ -217,3 +223,62 @@ def test_query_times_out_on_a_silent_peer(opts):
             query(path, timeout=0.2)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+# -- ask: every engine instance ----------------------------------------------------------------
+
+
+def test_ask_collects_the_answers_of_live_engines_by_port(engines, opts):
+    engines(8000, {"running": True, "port": 8000})
+    engines(8001, {"running": False})
+    stale_socket(socket_path(opts, 8002))
+    assert ask(opts, "status") == {
+        "8000": {"running": True, "port": 8000},
+        "8001": {"running": False},
+    }
+
+
+def test_ask_without_a_sock_dir_is_empty(tmp_path):
+    assert ask({"sock_dir": str(tmp_path / "gone")}, "status") == {}
+
+
+# -- view: what salt-run ws.view shows ---------------------------------------------------------
+
+JID = "20240101120000123456"
+JOB = {"fun": "test.ping", "state": "complete"}
+TABLES = {
+    "minions": {"web1": {"id": "web1", "os": "Debian"}, "db1": {"id": "db1"}},
+    "jobs": {JID: JOB},
+}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({}, TABLES),
+        ({"minion": "web1"}, {"minions": {"web1": {"id": "web1", "os": "Debian"}}}),
+        ({"jid": JID}, {"jobs": {JID: JOB}}),
+        ({"jid": int(JID)}, {"jobs": {JID: JOB}}),
+        ({"minion": "nope"}, {"error": "minion 'nope' is not in the view"}),
+        ({"jid": "1"}, {"error": "job '1' is not in the view"}),
+    ],
+    ids=["all", "one-minion", "one-job", "jid-as-int", "unknown-minion", "unknown-job"],
+)
+def test_view_shows_the_tables_or_one_entry(engines, opts, kwargs, expected):
+    engines(8000, {"running": True}, TABLES)
+    assert view(opts, **kwargs) == expected
+
+
+def test_view_skips_an_engine_that_cannot_show_one(engines, opts):
+    engines(8000, {"running": False, "state": "failed"})  # parked: answers status only
+    engines(8001, {"running": True}, TABLES)
+    assert view(opts) == TABLES
+
+
+@pytest.mark.parametrize("parked", [False, True], ids=["nothing-running", "only-parked"])
+def test_view_without_a_serving_engine_says_not_running(engines, opts, parked):
+    if parked:
+        engines(8000, {"running": False, "state": "failed"})
+    result = view(opts)
+    assert result["running"] is False
+    assert "not running" in result["message"]

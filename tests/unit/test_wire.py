@@ -204,3 +204,13 @@ json_values = st.recursive(
 @given(data=json_values)
 def test_json_payloads_round_trip_exactly(data):
     assert strict_loads(wire.encode_event("t", data)) == {"tag": "t", "data": data}
+
+
+@pytest.mark.parametrize("depth", [100, 500, 900])
+def test_deeply_nested_odd_payload_still_encodes(depth):
+    data: Any = b"\xff"
+    for _ in range(depth):
+        data = [data]
+    decoded = strict_loads(wire.encode_event("salt/deep", data))
+    assert decoded["tag"] == "salt/deep"
+    assert "<nested too deep>" in json.dumps(decoded) or depth < wire.MAX_DEPTH

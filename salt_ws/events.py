@@ -1,0 +1,201 @@
+"""Salt event tags parsed into typed events (pure).
+
+Only what the formatted view needs is recognised; anything else parses to
+``None``. Parsing never raises: payloads come from the bus as Salt and third
+parties fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a
+non-dict payload must not break anything downstream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any
+
+__all__ = [
+    "Event",
+    "JobNew",
+    "JobReturn",
+    "KeyAction",
+    "KeyChange",
+    "MinionDataRefreshed",
+    "MinionStart",
+    "PresenceChange",
+    "PresencePresent",
+    "parse",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobNew:
+    """``salt/job/<jid>/new``: a job was published to ``minions``."""
+
+    jid: str
+    fun: str
+    tgt: Any
+    tgt_type: str
+    minions: tuple[str, ...]
+    user: str | None
+    stamp: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobReturn:
+    """``salt/job/<jid>/ret/<mid>``: one minion's return."""
+
+    jid: str
+    mid: str
+    fun: str | None
+    ret: Any
+    retcode: int | None
+    success: bool | None
+    stamp: str | None
+    tgt: Any = None
+    tgt_type: str | None = None
+
+
+class KeyAction(str, enum.Enum):
+    """``act`` of a ``salt/key`` event."""
+
+    ACCEPT = "accept"
+    DELETE = "delete"
+    REJECT = "reject"
+    PEND = "pend"
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyChange:
+    """``salt/key``: a minion key changed state."""
+
+    act: KeyAction
+    mid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PresencePresent:
+    """``salt/presence/present``: the full set of connected minions."""
+
+    present: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class PresenceChange:
+    """``salt/presence/change``: minions that connected (``new``) or dropped (``lost``)."""
+
+    new: frozenset[str]
+    lost: frozenset[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class MinionStart:
+    """``salt/minion/<mid>/start``: a minion (re)started."""
+
+    mid: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MinionDataRefreshed:
+    """``minion/refresh/<mid>``: the master cached fresh grains for ``mid``."""
+
+    mid: str
+
+
+Event = (
+    JobNew
+    | JobReturn
+    | KeyChange
+    | PresencePresent
+    | PresenceChange
+    | MinionStart
+    | MinionDataRefreshed
+)
+
+
+def _ids(value: Any) -> frozenset[str]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return frozenset(v for v in value if isinstance(v, str) and v)
+    return frozenset()
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _retcode(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return None
+
+
+def _success(data: dict[str, Any], retcode: int | None) -> bool | None:
+    value = data.get("success")
+    if isinstance(value, bool):
+        return value
+    if retcode is not None:
+        return retcode == 0
+    return None
+
+
+def parse(tag: Any, data: Any) -> Event | None:
+    """Parse one bus event; ``None`` for anything the view does not track.
+
+    Args:
+        tag: the event tag.
+        data: the event payload (normally a dict).
+    """
+    if not isinstance(tag, str):
+        return None
+    if not isinstance(data, dict):
+        data = {}
+    parts = tag.split("/")
+    stamp = _str(data.get("_stamp"))
+    if len(parts) >= 4 and parts[0] == "salt" and parts[1] == "job" and parts[2]:
+        jid = parts[2]
+        if parts[3] == "new" and len(parts) == 4:
+            minions = data.get("minions")
+            return JobNew(
+                jid=jid,
+                fun=_str(data.get("fun")) or "",
+                tgt=data.get("tgt"),
+                tgt_type=_str(data.get("tgt_type")) or "glob",
+                minions=tuple(sorted(_ids(minions))),
+                user=_str(data.get("user")),
+                stamp=stamp,
+            )
+        if parts[3] == "ret" and len(parts) >= 5:
+            mid = "/".join(parts[4:])
+            if not mid:
+                return None
+            retcode = _retcode(data.get("retcode"))
+            return JobReturn(
+                jid=jid,
+                mid=mid,
+                fun=_str(data.get("fun")),
+                ret=data.get("return"),
+                retcode=retcode,
+                success=_success(data, retcode),
+                stamp=stamp,
+                tgt=data.get("tgt"),
+                tgt_type=_str(data.get("tgt_type")),
+            )
+        return None
+    if tag == "salt/key":
+        mid = _str(data.get("id"))
+        try:
+            act = KeyAction(data.get("act"))
+        except ValueError:
+            return None
+        if not mid or data.get("result") is False:
+            return None
+        return KeyChange(act, mid)
+    if tag == "salt/presence/present":
+        return PresencePresent(_ids(data.get("present")))
+    if tag == "salt/presence/change":
+        return PresenceChange(_ids(data.get("new")), _ids(data.get("lost")))
+    if len(parts) == 4 and parts[:2] == ["salt", "minion"] and parts[3] == "start" and parts[2]:
+        return MinionStart(parts[2])
+    if len(parts) == 3 and parts[:2] == ["minion", "refresh"] and parts[2]:
+        return MinionDataRefreshed(parts[2])
+    return None

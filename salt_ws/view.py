@@ -1,0 +1,413 @@
+"""The formatted view: one live model of minions and jobs, shared by all clients (pure).
+
+:class:`FormattedView` is a state machine. :meth:`FormattedView.apply` takes
+a bus event and the current time and returns an :class:`Update`: which
+tables changed and which :data:`Command` objects the engine should run (for
+example "load the cached grains of m1"). It never touches a socket, the
+clock or Salt.
+
+The wire shapes are saltnado's (see the seed documentation): a minions
+message ``{"minions": {mid: {"id", "grains"}}}`` and a jobs message
+``{"jobs": {jid: {"jid", "tgt", "tgt_type", "fun", "start_time", "state",
+"minions": {mid: {"return", "retcode", "success"}}}}}``. Beyond the seed,
+each job carries ``success`` (all minions succeeded; ``null`` while running),
+``user`` and ``end_time``; a minion that never answered within
+``job_timeout`` is marked ``{"success": false, "error": "..."}`` and the job
+completes. Each message is a complete table.
+
+Encoding is incremental: each minion and each job-minion entry keeps its
+JSON fragment, so an event re-encodes only what it changed and a table is
+rendered by joining cached fragments; a new client gets the cached strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from typing import Any, Iterable, Mapping
+
+from salt_ws import events as ev
+from salt_ws.wire import encode
+
+__all__ = [
+    "Command",
+    "FormattedView",
+    "JobState",
+    "LoadGrains",
+    "Update",
+    "ViewLimits",
+]
+
+
+class JobState(str, enum.Enum):
+    """A job's ``state`` on the wire (saltnado's strings)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewLimits:
+    """Bounds of the jobs table and the job timeout (engine options)."""
+
+    max_jobs: int = 1000
+    job_max_age: float = 86400.0
+    job_timeout: float = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadGrains:
+    """Command: read these minions' grains from the master's cache, then call ``set_grains``."""
+
+    mids: tuple[str, ...]
+
+
+Command = LoadGrains
+
+
+@dataclasses.dataclass
+class Update:
+    """What an input changed: tables to re-send and commands for the engine."""
+
+    minions: bool = False
+    jobs: bool = False
+    commands: list[Command] = dataclasses.field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.minions or self.jobs or bool(self.commands)
+
+    def merge(self, other: Update) -> Update:
+        """Fold ``other`` into this update (in place) and return it."""
+        self.minions |= other.minions
+        self.jobs |= other.jobs
+        self.commands.extend(other.commands)
+        return self
+
+
+_PENDING = {"return": None, "retcode": None, "success": None}
+
+
+class _Job:
+    """One row of the jobs table, with its encoded fragments."""
+
+    __slots__ = (
+        "end_time",
+        "fun",
+        "jid",
+        "minion_fragments",
+        "minions",
+        "pending",
+        "start_time",
+        "started_at",
+        "state",
+        "success",
+        "tgt",
+        "tgt_type",
+        "user",
+    )
+
+    def __init__(
+        self,
+        jid: str,
+        fun: str,
+        tgt: Any,
+        tgt_type: str,
+        start_time: str | None,
+        user: str | None,
+        expected: Iterable[str],
+        now: float,
+    ) -> None:
+        self.jid = jid
+        self.fun = fun
+        self.tgt = tgt
+        self.tgt_type = tgt_type
+        self.start_time = start_time
+        self.user = user
+        self.started_at = now
+        self.state = JobState.RUNNING
+        self.success: bool | None = None
+        self.end_time: str | None = None
+        self.pending = set(expected)  # targeted minions that have not returned
+        self.minions: dict[str, dict[str, Any]] = {mid: dict(_PENDING) for mid in self.pending}
+        self.minion_fragments: dict[str, str] = {}
+
+    def expect(self, mids: Iterable[str]) -> None:
+        for mid in mids:
+            if mid not in self.minions:
+                self.minions[mid] = dict(_PENDING)
+                self.pending.add(mid)
+
+    def set_minion(self, mid: str, entry: dict[str, Any]) -> None:
+        self.minions[mid] = entry
+        self.minion_fragments.pop(mid, None)
+
+    def finish(self, stamp: str | None) -> None:
+        self.state = JobState.COMPLETE
+        self.end_time = stamp
+        self.success = all(m.get("success") is True for m in self.minions.values())
+
+    def render(self) -> str:
+        head = encode(
+            {
+                "jid": self.jid,
+                "tgt": self.tgt,
+                "tgt_type": self.tgt_type,
+                "fun": self.fun,
+                "start_time": self.start_time,
+                "state": self.state.value,
+                "success": self.success,
+                "user": self.user,
+                "end_time": self.end_time,
+            }
+        )
+        frags = self.minion_fragments
+        parts = []
+        for mid, entry in self.minions.items():
+            frag = frags.get(mid)
+            if frag is None:
+                frag = frags[mid] = encode(mid) + ":" + encode(entry)
+            parts.append(frag)
+        return head[:-1] + ',"minions":{' + ",".join(parts) + "}}"
+
+
+class FormattedView:
+    """Minions and jobs tables, updated from bus events.
+
+    Args:
+        limits: jobs table bounds and job timeout.
+    """
+
+    def __init__(self, limits: ViewLimits | None = None) -> None:
+        self.limits = limits or ViewLimits()
+        self._minions: dict[str, dict[str, Any]] = {}
+        self._minion_fragments: dict[str, str] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._job_fragments: dict[str, str] = {}
+        self._minions_message: str | None = None
+        self._jobs_message: str | None = None
+
+    # -- queries --------------------------------------------------------------------------
+
+    @property
+    def minion_ids(self) -> list[str]:
+        """Ids of the minions in the view."""
+        return list(self._minions)
+
+    @property
+    def job_count(self) -> int:
+        """Jobs in the table."""
+        return len(self._jobs)
+
+    def render_minions(self) -> str:
+        """The encoded ``{"minions": ...}`` message (cached until the table changes)."""
+        if self._minions_message is None:
+            frags = self._minion_fragments
+            parts = []
+            for mid, entry in self._minions.items():
+                frag = frags.get(mid)
+                if frag is None:
+                    frag = frags[mid] = encode(mid) + ":" + encode(entry)
+                parts.append(frag)
+            self._minions_message = '{"minions":{' + ",".join(parts) + "}}"
+        return self._minions_message
+
+    def render_jobs(self) -> str:
+        """The encoded ``{"jobs": ...}`` message (cached until the table changes)."""
+        if self._jobs_message is None:
+            frags = self._job_fragments
+            parts = []
+            for jid, job in self._jobs.items():
+                frag = frags.get(jid)
+                if frag is None:
+                    frag = frags[jid] = encode(jid) + ":" + job.render()
+                parts.append(frag)
+            self._jobs_message = '{"jobs":{' + ",".join(parts) + "}}"
+        return self._jobs_message
+
+    def snapshot(self) -> list[str]:
+        """What a new client receives first: the minions message, then the jobs message."""
+        return [self.render_minions(), self.render_jobs()]
+
+    def tables(self) -> dict[str, Any]:
+        """Both tables as plain data, exactly as the websocket shows them."""
+        return {**json.loads(self.render_minions()), **json.loads(self.render_jobs())}
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def seed(self, minions: Mapping[str, Mapping[str, Any] | None]) -> Update:
+        """Start from the master's accepted, connected minions and their cached grains."""
+        update = Update(minions=True)
+        missing = []
+        for mid, grains in minions.items():
+            self._put_minion(mid, dict(grains or {}))
+            if grains is None:
+                missing.append(mid)
+        if missing:
+            update.commands.append(LoadGrains(tuple(missing)))
+        return update
+
+    def apply(self, tag: Any, data: Any, now: float) -> Update:
+        """Apply one bus event; never raises for odd tags or payloads."""
+        event = ev.parse(tag, data)
+        if event is None:
+            return Update()
+        if isinstance(event, ev.JobNew):
+            return self._job_new(event, now)
+        if isinstance(event, ev.JobReturn):
+            return self._job_return(event, now)
+        if isinstance(event, ev.PresencePresent):
+            return self.presence(event.present)
+        if isinstance(event, ev.PresenceChange):
+            return self._add(event.new).merge(self._remove(event.lost))
+        if isinstance(event, ev.KeyChange):
+            if event.act is ev.KeyAction.ACCEPT:
+                return self._add([event.mid])
+            if event.act in (ev.KeyAction.DELETE, ev.KeyAction.REJECT):
+                return self._remove([event.mid])
+            return Update()
+        if isinstance(event, ev.MinionStart):
+            update = self._add([event.mid])
+            if not update.commands:
+                update.commands.append(LoadGrains((event.mid,)))
+            return update
+        if isinstance(event, ev.MinionDataRefreshed):
+            if event.mid in self._minions:
+                return Update(commands=[LoadGrains((event.mid,))])
+            return Update()
+        return Update()  # pragma: no cover - parse() returns only the kinds above
+
+    def presence(self, present: Iterable[str]) -> Update:
+        """The full set of connected minions (presence event or the engine's own check).
+
+        The minions table is re-sent every time, as saltnado's page promises
+        ("every loop_interval seconds").
+        """
+        present = set(present)
+        update = self._remove([mid for mid in self._minions if mid not in present])
+        update.merge(self._add(present))
+        update.minions = True
+        return update
+
+    def set_grains(self, mid: str, grains: Mapping[str, Any] | None) -> Update:
+        """Result of a :class:`LoadGrains` command (ignored if the minion left meanwhile)."""
+        if mid not in self._minions or grains is None:
+            return Update()
+        grains = dict(grains)
+        if self._minions[mid]["grains"] == grains:
+            return Update()
+        self._put_minion(mid, grains)
+        return Update(minions=True)
+
+    def expire(self, now: float) -> Update:
+        """Time out jobs whose minions never answered, and drop jobs past ``job_max_age``."""
+        limits = self.limits
+        changed = False
+        for jid, job in list(self._jobs.items()):
+            age = now - job.started_at
+            if age >= limits.job_max_age:
+                self._drop_job(jid)
+                changed = True
+            elif job.state is JobState.RUNNING and age >= limits.job_timeout:
+                error = f"no return within {limits.job_timeout:g}s"
+                for mid in job.pending:
+                    job.set_minion(
+                        mid, {"return": None, "retcode": None, "success": False, "error": error}
+                    )
+                job.pending.clear()
+                job.finish(None)
+                self._touch_job(jid)
+                changed = True
+        return Update(jobs=changed)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _put_minion(self, mid: str, grains: dict[str, Any]) -> None:
+        self._minions[mid] = {"id": mid, "grains": grains}
+        self._minion_fragments.pop(mid, None)
+        self._minions_message = None
+
+    def _add(self, mids: Iterable[str]) -> Update:
+        added = tuple(sorted(mid for mid in mids if mid not in self._minions))
+        for mid in added:
+            self._put_minion(mid, {})
+        if not added:
+            return Update()
+        return Update(minions=True, commands=[LoadGrains(added)])
+
+    def _remove(self, mids: Iterable[str]) -> Update:
+        removed = False
+        for mid in list(mids):
+            if self._minions.pop(mid, None) is not None:
+                self._minion_fragments.pop(mid, None)
+                removed = True
+        if removed:
+            self._minions_message = None
+        return Update(minions=removed)
+
+    def _touch_job(self, jid: str) -> None:
+        self._job_fragments.pop(jid, None)
+        self._jobs_message = None
+
+    def _drop_job(self, jid: str) -> None:
+        self._jobs.pop(jid, None)
+        self._touch_job(jid)
+
+    def _insert_job(self, job: _Job) -> None:
+        self._jobs[job.jid] = job
+        self._touch_job(job.jid)
+        while len(self._jobs) > self.limits.max_jobs:
+            self._drop_job(next(iter(self._jobs)))
+
+    def _job_new(self, event: ev.JobNew, now: float) -> Update:
+        job = self._jobs.get(event.jid)
+        if job is None:
+            job = _Job(
+                event.jid,
+                event.fun,
+                event.tgt,
+                event.tgt_type,
+                event.stamp,
+                event.user,
+                event.minions,
+                now,
+            )
+            self._insert_job(job)
+        else:  # a return overtook the new event: keep what was returned
+            job.fun, job.tgt, job.tgt_type = event.fun, event.tgt, event.tgt_type
+            job.start_time, job.user = event.stamp or job.start_time, event.user
+            job.expect(event.minions)
+            if job.state is JobState.COMPLETE and job.pending:
+                job.state, job.success, job.end_time = JobState.RUNNING, None, None
+            self._touch_job(event.jid)
+        if not job.minions and job.state is JobState.RUNNING:
+            job.finish(event.stamp)  # targeted nobody
+        return Update(jobs=True)
+
+    def _job_return(self, event: ev.JobReturn, now: float) -> Update:
+        job = self._jobs.get(event.jid)
+        if job is None:
+            # No new event seen (scheduled job, engine started mid-job): the
+            # return itself is all we know, so the job is this one minion.
+            job = _Job(
+                event.jid,
+                event.fun or "",
+                event.tgt,
+                event.tgt_type or "glob",
+                event.stamp,
+                None,
+                (event.mid,),
+                now,
+            )
+            self._insert_job(job)
+        job.pending.discard(event.mid)
+        job.set_minion(
+            event.mid,
+            {"return": event.ret, "retcode": event.retcode, "success": event.success},
+        )
+        if job.state is JobState.RUNNING and not job.pending:
+            job.finish(event.stamp)
+        elif job.state is JobState.COMPLETE:
+            job.success = all(m.get("success") is True for m in job.minions.values())
+        self._touch_job(event.jid)
+        return Update(jobs=True)
