@@ -184,6 +184,7 @@ class DevMaster:
         return salt.config.master_config(os.path.join(self.conf_dir, "master"))
 
     def stop(self) -> None:
+        leftovers = self._descendants()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -194,6 +195,36 @@ class DevMaster:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        self._kill(leftovers)
+
+    def _descendants(self) -> list[Any]:
+        """The daemons' child processes (psutil, if installed), for :meth:`stop`."""
+        try:
+            import psutil
+        except ImportError:
+            return []
+        found = []
+        for proc in self.procs:
+            try:
+                found.extend(psutil.Process(proc.pid).children(recursive=True))
+            except psutil.Error:
+                continue
+        return found
+
+    @staticmethod
+    def _kill(procs: list[Any]) -> None:
+        """SIGKILL children that outlived their daemon (salt-api leaves some behind)."""
+        if not procs:
+            return
+        import psutil
+
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(alive, timeout=5)
         if self._out is not None:
             self._out.close()
             self._out = None
