@@ -196,6 +196,9 @@ class DevMaster:
                 proc.wait()
         self.procs.clear()
         self._kill(leftovers)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     def _descendants(self) -> list[Any]:
         """The daemons' child processes (psutil, if installed), for :meth:`stop`."""
@@ -225,9 +228,6 @@ class DevMaster:
             except psutil.Error:
                 pass
         psutil.wait_procs(alive, timeout=5)
-        if self._out is not None:
-            self._out.close()
-            self._out = None
 
 
 def _user() -> str:
