@@ -46,6 +46,14 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           max_jobs: 1000             # jobs kept in the formatted view (oldest dropped first)
           job_max_age: 86400         # seconds a job stays in the formatted view
           job_timeout: 600           # seconds after which silent minions are marked failed
+          max_connections: 1000      # open websockets in all (HTTP 503 beyond)
+          max_connections_per_token: 20   # open websockets per token (HTTP 429 beyond)
+          max_message_size: 65536    # bytes of one inbound websocket message (close 1009)
+          max_body_size: 65536       # bytes of a /login or /logout body
+          handshake_timeout: 10      # seconds to send the token message / ready (close 4408)
+          login_max_failures: 5      # failed logins per address within the window (then 429)
+          login_failure_window: 60   # seconds
+          acl_refresh_interval: 30   # seconds between re-resolutions of eauth ACL targets
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

@@ -11,12 +11,9 @@ from salt_ws.auth import redact
 from salt_ws.handlers import EventsHandler, LoginHandler, LogoutHandler, Services
 from salt_ws.hub import Channel
 
-__all__ = ["MAX_BODY_SIZE", "MAX_MESSAGE_SIZE", "make_app"]
+__all__ = ["make_app"]
 
 access_log = logging.getLogger("salt_ws.access")
-
-MAX_BODY_SIZE = 64 * 1024  # /login and /logout bodies
-MAX_MESSAGE_SIZE = 64 * 1024  # inbound websocket messages (clients only say "ready")
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -41,15 +38,21 @@ def make_app(services: Services) -> tornado.web.Application:
 
     ``/all_events/<token>`` and ``/formatted_events/<token>`` keep saltnado's
     URLs; a malformed token gets the same 401 as an unknown one (saltnado
-    answered 404 for a token of the wrong length).
+    answered 404 for a token of the wrong length). ``/all_events`` and
+    ``/formatted_events`` without a token take it from the ``X-Auth-Token``
+    header, the session cookie or a first ``{"token": ...}`` message.
     """
     kwargs: dict[str, Any] = {"services": services}
     routes = [
         (r"/login", LoginHandler, kwargs),
         (r"/logout", LogoutHandler, kwargs),
-        (r"/all_events/([^/]*)", EventsHandler, {**kwargs, "channel": Channel.ALL_EVENTS}),
         (
-            r"/formatted_events/([^/]*)",
+            r"/all_events(?:/([^/]*))?",
+            EventsHandler,
+            {**kwargs, "channel": Channel.ALL_EVENTS},
+        ),
+        (
+            r"/formatted_events(?:/([^/]*))?",
             EventsHandler,
             {**kwargs, "channel": Channel.FORMATTED_EVENTS},
         ),
@@ -59,5 +62,5 @@ def make_app(services: Services) -> tornado.web.Application:
         debug=False,  # tornado's debug mode autoreloads and serves tracebacks: never in an engine
         serve_traceback=False,
         log_function=_log_request,
-        websocket_max_message_size=MAX_MESSAGE_SIZE,
+        websocket_max_message_size=services.config.max_message_size,
     )

@@ -184,6 +184,16 @@ class Authenticator:
             return None
         return session
 
+    def auth_list(self, session: Mapping[str, Any]) -> list[Any]:
+        """The session's eauth permissions, as Salt's publish ACL computes them (blocking)."""
+        load = {"eauth": session.get("eauth"), "username": session.get("name")}
+        try:
+            found = self._auth.get_auth_list(load, dict(session))
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: could not compute the permissions of a session", exc_info=True)
+            return []
+        return list(found or [])
+
     def logout(self, token: str) -> bool:
         """Invalidate ``token`` in the master's token store (blocking)."""
         if not self.well_formed(token):

@@ -55,6 +55,14 @@ class Config:
     max_jobs: int = 1000
     job_max_age: float = 86400.0
     job_timeout: float = 600.0
+    max_connections: int = 1000
+    max_connections_per_token: int = 20
+    max_message_size: int = 65536
+    max_body_size: int = 65536
+    handshake_timeout: float = 10.0
+    login_max_failures: int = 5
+    login_failure_window: float = 60.0
+    acl_refresh_interval: float = 30.0
 
     @property
     def tls(self) -> bool:
@@ -173,11 +181,22 @@ def parse(raw: Mapping[str, Any] | None) -> Config:
         ("bind_retry_interval", 1, 3600),
         ("job_max_age", 60, 365 * 86400),
         ("job_timeout", 1, 7 * 86400),
+        ("handshake_timeout", 0.1, 3600),
+        ("login_failure_window", 1, 86400),
+        ("acl_refresh_interval", 1, 86400),
     ):
         if name in raw:
             values[name] = _number(name, raw[name], lo, hi)
-    if "max_jobs" in raw:
-        values["max_jobs"] = _int("max_jobs", raw["max_jobs"], 1, 1_000_000)
+    for name, lo, hi in (
+        ("max_jobs", 1, 1_000_000),
+        ("max_connections", 1, 1_000_000),
+        ("max_connections_per_token", 1, 1_000_000),
+        ("max_message_size", 64, 16 * 1024 * 1024),
+        ("max_body_size", 1024, 16 * 1024 * 1024),
+        ("login_max_failures", 1, 1_000_000),
+    ):
+        if name in raw:
+            values[name] = _int(name, raw[name], lo, hi)
     if "cors_origin" in raw:
         values["cors_origin"] = _cors(raw["cors_origin"])
     if values.get("websockets") is False:

@@ -18,6 +18,7 @@ master stops it. A port that is in use is retried quietly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import errno
 import logging
@@ -32,7 +33,8 @@ import tornado.httpserver
 import tornado.netutil
 
 from salt_ws import wire
-from salt_ws.app import MAX_BODY_SIZE, make_app
+from salt_ws.acl import ADMIN, Permissions, audience_key, targets_of
+from salt_ws.app import make_app
 from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff, LinkChange
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
@@ -94,46 +96,113 @@ class Engine:
         self._stopping: asyncio.Event | None = None
         self._link_down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.audiences: dict[str, Permissions] = {}
+        self._job_funs: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     # -- bus -> hub -------------------------------------------------------------
 
     def consume(self, items: list[Any]) -> None:
         """Publish each bus item, encoded once, and apply it to the view (engine loop)."""
-        messages: list[str] = []
+        events: list[tuple[str, Any, str]] = []
         update = Update()
         now = time.time()
         view = self.view
         for item in items:
             if isinstance(item, LinkChange):
-                messages.append(self._link_notice(item))
+                events.append(("salt_ws/", None, self._link_notice(item)))
                 if item.up:
                     self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
-            messages.append(wire.encode_event(tag, data))
+            events.append((tag, data, wire.encode_event(tag, data)))
+            self._remember_job(tag, data)
             try:
                 update.merge(view.apply(tag, data, now))
             except Exception:  # pylint: disable=broad-except
                 log.exception("salt_ws: the formatted view could not apply %r", tag)
         self.counters.events_received += len(items)
-        self.hub.publish(Channel.ALL_EVENTS, messages)
+        for audience in self.hub.audiences(Channel.ALL_EVENTS):
+            self.hub.publish(Channel.ALL_EVENTS, self._visible(events, audience), audience)
         self.view_changed(update)
 
-    def view_changed(self, update: Update) -> None:
-        """Send the changed tables (each encoded once) and start the update's commands."""
+    def _remember_job(self, tag: str, data: Any) -> None:
+        """jid -> function of recent jobs, for filtering their ``prog`` events."""
+        if tag.startswith("salt/job/") and tag.endswith("/new") and isinstance(data, dict):
+            fun = data.get("fun")
+            if isinstance(fun, str):
+                self._job_funs[tag.split("/")[2]] = fun
+                if len(self._job_funs) > 10000:
+                    self._job_funs.popitem(last=False)
+
+    def _visible(self, events: list[tuple[str, Any, str]], audience: str) -> list[str]:
+        """The encoded events ``audience`` may see (re-encoded only where cut down)."""
+        if audience == ADMIN:
+            return [encoded for _, _, encoded in events]
+        perms = self.audiences.get(audience)
         messages = []
-        if update.minions:
-            messages.append(self.view.render_minions())
-        if update.jobs:
-            messages.append(self.view.render_jobs())
-        self.hub.publish(Channel.FORMATTED_EVENTS, messages)
+        for tag, data, encoded in events:
+            if data is None:  # the engine's own notice
+                messages.append(encoded)
+                continue
+            if perms is None:
+                continue
+            shown = perms.filter_event(tag, data, self._job_funs)
+            if shown is data:
+                messages.append(encoded)
+            elif shown is not None:
+                messages.append(wire.encode_event(tag, shown))
+        return messages
+
+    def view_changed(self, update: Update) -> None:
+        """Send the changed tables (encoded once per audience) and start the update's commands."""
+        if update.minions or update.jobs:
+            for audience in self.hub.audiences(Channel.FORMATTED_EVENTS):
+                perms = None if audience == ADMIN else self.audiences.get(audience)
+                if audience != ADMIN and perms is None:
+                    continue
+                messages = []
+                if update.minions:
+                    messages.append(self.view.render_minions(perms))
+                if update.jobs:
+                    messages.append(self.view.render_jobs(perms))
+                self.hub.publish(Channel.FORMATTED_EVENTS, messages, audience)
         mids = [mid for command in update.commands for mid in command.mids]
         if mids and self.fleet is not None:
             self._spawn(self._load_grains(mids))
 
-    def snapshot(self, channel: Channel) -> list[str]:
+    async def admit(self, session: dict[str, Any]) -> Permissions:
+        """The audience of a session: its permissions, with ACL targets resolved."""
+        assert self.auth is not None
+        auth_list = await self._blocking(self.auth.auth_list, session)
+        key = audience_key(auth_list)
+        perms = self.audiences.get(key)
+        if perms is None:
+            perms = Permissions(auth_list)
+            targets = targets_of(auth_list)
+            if targets and self.fleet is not None:
+                perms.resolve(await self._blocking(self.fleet.resolve, targets))
+            self.audiences[key] = perms
+        return perms
+
+    async def _refresh_audiences(self) -> None:
+        """Re-resolve ACL targets (minions come and go, grains change)."""
+        for key, perms in list(self.audiences.items()):
+            targets = targets_of(perms.auth_list)
+            if not targets or self.fleet is None:
+                continue
+            try:
+                resolved = await self._blocking(self.fleet.resolve, targets)
+            except Exception:  # pylint: disable=broad-except
+                log.debug("salt_ws: ACL target refresh failed", exc_info=True)
+                continue
+            perms.resolve(resolved)
+            self.view.forget_audience(key)
+
+    def snapshot(self, channel: Channel, audience: Permissions | None = None) -> list[str]:
         """What a client of ``channel`` gets right after its ready message."""
-        return self.view.snapshot() if channel is Channel.FORMATTED_EVENTS else []
+        if channel is not Channel.FORMATTED_EVENTS:
+            return []
+        return self.view.snapshot(audience)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -169,7 +238,8 @@ class Engine:
         self.view_changed(self.view.seed(minions))
 
     async def _housekeeping(self) -> None:
-        """Job timeouts and bounds every second; presence when the master sends none."""
+        """Twice a second: token expiry, job timeouts and bounds; ACL targets and, when
+        the master sends no presence events, presence at their intervals."""
         presence_events = bool(self.opts.get("presence_events", False))
         interval = float(self.opts.get("loop_interval", 60) or 60)
         if not presence_events:
@@ -179,9 +249,16 @@ class Engine:
                 interval,
             )
         next_presence = time.monotonic() + interval
+        next_acl = time.monotonic() + self.config.acl_refresh_interval
         while True:
-            await asyncio.sleep(1.0)
-            self.view_changed(self.view.expire(time.time()))
+            await asyncio.sleep(0.5)
+            now = time.time()
+            if self.services is not None:
+                self.services.close_expired(now)
+            self.view_changed(self.view.expire(now))
+            if time.monotonic() >= next_acl:
+                next_acl = time.monotonic() + self.config.acl_refresh_interval
+                await self._refresh_audiences()
             if not presence_events and self.fleet is not None and time.monotonic() >= next_presence:
                 next_presence = time.monotonic() + interval
                 try:
@@ -240,9 +317,11 @@ class Engine:
         await self._reseed()
         self._spawn(self._housekeeping())
 
-        self.services = Services(self.config, self.hub, self.auth, self.counters, self.snapshot)
+        self.services = Services(
+            self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit
+        )
         self.server = tornado.httpserver.HTTPServer(
-            make_app(self.services), ssl_options=self.tls, max_body_size=MAX_BODY_SIZE
+            make_app(self.services), ssl_options=self.tls, max_body_size=self.config.max_body_size
         )
         sockets = await self._bind()
         if sockets is None:

@@ -62,6 +62,18 @@ class Fleet:
         """Cached grains of several minions."""
         return {mid: self.grains(mid) for mid in mids}
 
+    def resolve(self, targets: Iterable[str]) -> dict[str, set[str]]:
+        """Minions matched now by each compound target expression of an ACL."""
+        resolved = {}
+        for target in targets:
+            try:
+                found = self._ckminions.check_minions(target, "compound")
+                resolved[target] = set(found.get("minions", []))
+            except Exception:  # pylint: disable=broad-except
+                log.warning("salt_ws: cannot resolve ACL target %r", target, exc_info=True)
+                resolved[target] = set()
+        return resolved
+
     def seed(self) -> dict[str, dict[str, Any] | None]:
         """The fleet at engine start: accepted and connected minions with cached grains."""
         accepted = self.accepted()

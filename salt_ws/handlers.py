@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import urllib.parse
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import tornado.web
 import tornado.websocket
 
 from salt_ws import wire
+from salt_ws.acl import ADMIN
 from salt_ws.auth import LoginFailed, redact
 from salt_ws.hub import Channel, Subscription
+from salt_ws.limits import LoginThrottle
 
 __all__ = [
     "AUTH_COOKIE",
@@ -39,7 +42,16 @@ YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
 
 
 class Services:
-    """What the handlers share; built once by :func:`salt_ws.app.make_app`."""
+    """What the handlers share; built once by the engine (tests build their own).
+
+    Args:
+        config: the engine's :class:`~salt_ws.config.Config`.
+        hub: the :class:`~salt_ws.hub.Hub`.
+        auth: the :class:`~salt_ws.auth.Authenticator`.
+        counters: engine-wide counters (``connections``, ``messages_sent``).
+        snapshot: first messages for a new client of a channel and audience.
+        admit: coroutine turning a session into its audience (permissions).
+    """
 
     def __init__(
         self,
@@ -47,14 +59,39 @@ class Services:
         hub: Any,
         auth: Any,
         counters: Any,
-        snapshot: Callable[[Channel], list[str]] = lambda channel: [],
+        snapshot: Callable[[Channel, Any], list[str]] = lambda channel, audience: [],
+        admit: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
         self.auth = auth
         self.counters = counters
-        self.snapshot = snapshot  # first messages for a new client of a channel
-        self.sockets: set[Any] = set()  # open websockets, closed with 1001 at shutdown
+        self.snapshot = snapshot
+        self.admit = admit or _admit_everyone
+        self.sockets: set[EventsHandler] = set()  # open websockets
+        self.throttle = LoginThrottle(config.login_max_failures, config.login_failure_window)
+
+    def connections_for(self, token: str) -> int:
+        """Open websockets authenticated with ``token``."""
+        return sum(1 for handler in self.sockets if handler.token == token)
+
+    def close_expired(self, now: float) -> int:
+        """Close sockets whose token has expired; returns how many."""
+        expired = [h for h in self.sockets if h.session is not None and h.session.expired(now)]
+        for handler in expired:
+            handler.close(wire.CLOSE_TOKEN_INVALID, "token expired")
+        return len(expired)
+
+    def revoke(self, token: str) -> int:
+        """Close the sockets of a token that was logged out; returns how many."""
+        revoked = [h for h in self.sockets if h.token == token]
+        for handler in revoked:
+            handler.close(wire.CLOSE_TOKEN_INVALID, "token revoked by /logout")
+        return len(revoked)
+
+
+async def _admit_everyone(session: dict[str, Any]) -> Any:
+    return None  # no permission filtering: tests and tools that do not need it
 
 
 def _check_cors_origin(origin: str, allowed: str | tuple[str, ...] | None) -> str | None:
@@ -161,6 +198,13 @@ class LoginHandler(BaseHandler):
         self.fail(401, "Please log in")
 
     async def post(self) -> None:
+        address = self.request.remote_ip or "?"
+        throttle = self.services.throttle
+        wait = throttle.retry_after(address, time.time())
+        if wait > 0:
+            self.set_header("Retry-After", str(int(wait) + 1))
+            self.fail(429, f"too many failed logins from {address}; retry in {int(wait) + 1}s")
+            return
         try:
             data = self.payload()
         except ValueError as exc:
@@ -179,11 +223,16 @@ class LoginHandler(BaseHandler):
                 auth.login, creds["username"], creds["password"], creds["eauth"]
             )
         except LoginFailed as exc:
+            throttle.failed(address, time.time())
             log.info(
-                "salt_ws: login refused for user %r (eauth %s)", creds["username"], creds["eauth"]
+                "salt_ws: login refused for user %r (eauth %s) from %s",
+                creds["username"],
+                creds["eauth"],
+                address,
             )
             self.fail(401, str(exc))
             return
+        throttle.succeeded(address)
         self.set_cookie(
             AUTH_COOKIE,
             result["token"],
@@ -212,17 +261,32 @@ class LogoutHandler(BaseHandler):
         if not token or not await auth.run(auth.logout, token):
             self.fail(401, "no valid token given")
             return
+        self.services.revoke(token)
         self.clear_cookie(AUTH_COOKIE)
         self.reply({"return": "Your token has been cleared"})
+
+
+def _token_message(message: str) -> str | None:
+    """The token of a first message ``{"token": "..."}``, else None."""
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return None
+    token = data.get("token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and token else None
 
 
 class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
     """A websocket streaming one :class:`~salt_ws.hub.Channel` after the ready handshake.
 
-    The token is checked before the upgrade (401 otherwise). Nothing is sent
-    until the client sends ``websocket client ready``; from then on every
-    message of the channel is sent in order, or the socket is closed with a
-    reason (see :mod:`salt_ws.hub` for the codes).
+    The token comes from the URL (saltnado's ``/<endpoint>/<token>``), the
+    ``X-Auth-Token`` header, the ``session_id`` cookie, or — for browsers,
+    which cannot set headers on websockets — a first message
+    ``{"token": "..."}``. A token given before the upgrade is checked before
+    it (401 otherwise). Nothing is sent until the client sends
+    ``websocket client ready``; from then on every message of the channel
+    that the token's permissions allow is sent in order, or the socket is
+    closed with a code and reason (:mod:`salt_ws.wire`).
     """
 
     services: Services
@@ -231,21 +295,51 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
     def initialize(self, services: Services, channel: Channel) -> None:
         self.services = services
         self.channel = channel
-        self.session: dict[str, Any] | None = None
+        self.token: str | None = None
+        self.session: Any = None
+        self.audience: Any = None
         self._sub: Subscription | None = None
         self._wakeup = asyncio.Event()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._authenticating = False
+        self._ready_early = False
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        reason = tornado.httputil.responses.get(status, "Error")
+        self.finish(wire.encode({"status": f"{status} {reason}", "return": message}))
+
+    async def _authenticate(self, token: str) -> bool:
+        auth = self.services.auth
+        session = await auth.run(auth.session, token)
+        if session is None:
+            return False
+        self.audience = await self.services.admit(session)
+        self.token, self.session = token, session
+        return True
 
     async def get(self, token: str = "", *args: Any, **kwargs: Any) -> None:
-        auth = self.services.auth
-        token = urllib.parse.unquote(token or "")
-        self.session = await auth.run(auth.session, token) if token else None
-        if self.session is None:
-            self.set_status(401)
-            self.set_header("Content-Type", "application/json")
-            self.finish(
-                wire.encode({"status": "401 Unauthorized", "return": "invalid or expired token"})
-            )
+        services, cfg = self.services, self.services.config
+        if len(services.sockets) >= cfg.max_connections:
+            self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
             return
+        token = (
+            urllib.parse.unquote(token or "")
+            or self.request.headers.get("X-Auth-Token", "")
+            or self.get_cookie(AUTH_COOKIE, "")
+        )
+        if token:
+            if not await self._authenticate(token):
+                self._refuse(401, "invalid or expired token")
+                return
+            if services.connections_for(token) >= cfg.max_connections_per_token:
+                self._refuse(
+                    429,
+                    "too many connections for this token "
+                    f"(max_connections_per_token: {cfg.max_connections_per_token})",
+                )
+                return
         await super().get(token, *args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
@@ -257,17 +351,70 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.services.sockets.add(self)
         self.services.counters.connections += 1
+        timeout = self.services.config.handshake_timeout
+        self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
+
+    def _handshake_expired(self) -> None:
+        if self._sub is None:
+            what = "a token message" if self.session is None else "'websocket client ready'"
+            timeout = self.services.config.handshake_timeout
+            self.close(wire.CLOSE_HANDSHAKE_TIMEOUT, f"no {what} within {timeout:g}s")
 
     def on_message(self, message: str | bytes) -> None:
-        if message != CLIENT_READY or self._sub is not None:
+        if isinstance(message, bytes):
+            self.close(wire.CLOSE_UNSUPPORTED, "binary messages are not accepted")
             return
-        self._sub = self.services.hub.subscribe(
-            self.channel, self._wakeup.set, self._cut, self.services.snapshot(self.channel)
+        if self._sub is not None:
+            return  # after the handshake the client has nothing to say (as saltnado)
+        if self._authenticating:
+            if message == CLIENT_READY:
+                self._ready_early = True
+            else:
+                self.close(wire.CLOSE_POLICY, "unexpected message while authenticating")
+            return
+        if self.session is None:
+            token = _token_message(message)
+            if token is None:
+                self.close(wire.CLOSE_TOKEN_INVALID, 'authenticate first: send {"token": "..."}')
+                return
+            self._authenticating = True
+            asyncio.get_running_loop().create_task(self._first_message_auth(token))
+            return
+        if message == CLIENT_READY:
+            self._start()
+        else:
+            self.close(wire.CLOSE_POLICY, f"unexpected message; send '{CLIENT_READY}'")
+
+    async def _first_message_auth(self, token: str) -> None:
+        cfg = self.services.config
+        try:
+            ok = await self._authenticate(token)
+        finally:
+            self._authenticating = False
+        if not ok:
+            self.close(wire.CLOSE_TOKEN_INVALID, "invalid or expired token")
+        elif self.services.connections_for(token) > cfg.max_connections_per_token:
+            self.close(wire.CLOSE_TRY_AGAIN_LATER, "too many connections for this token")
+        elif self._ready_early:
+            self._start()
+
+    def _start(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        services = self.services
+        self._sub = services.hub.subscribe(
+            self.channel,
+            self._wakeup.set,
+            self._cut,
+            services.snapshot(self.channel, self.audience),
+            audience=self.audience.key if self.audience is not None else ADMIN,
         )
         asyncio.get_running_loop().create_task(self._pump(self._sub))
 
     def on_close(self) -> None:
         self.services.sockets.discard(self)
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self._sub is not None:
             self.services.hub.unsubscribe(self._sub)
         self._wakeup.set()

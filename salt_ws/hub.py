@@ -87,6 +87,7 @@ class Subscription:
     outbox: Outbox
     wake: Callable[[], None]
     cut: Callable[[int, str], None]
+    audience: str = "admin"
     active: bool = True
 
 
@@ -119,9 +120,14 @@ class Hub:
         wake: Callable[[], None],
         cut: Callable[[int, str], None],
         initial: Sequence[str] = (),
+        audience: str = "admin",
     ) -> Subscription:
-        """Add a client; ``initial`` messages (e.g. a snapshot) are queued first."""
-        sub = Subscription(next(self._ids), channel, Outbox(self.queue_limit), wake, cut)
+        """Add a client; ``initial`` messages (e.g. a snapshot) are queued first.
+
+        ``audience`` groups clients that may see the same messages (see
+        :mod:`salt_ws.acl`); :meth:`publish` addresses one audience.
+        """
+        sub = Subscription(next(self._ids), channel, Outbox(self.queue_limit), wake, cut, audience)
         self._subs[channel][sub.id] = sub
         if initial:
             self._offer(sub, initial)
@@ -133,13 +139,23 @@ class Hub:
         sub.outbox.clear()
         self._subs[sub.channel].pop(sub.id, None)
 
-    def publish(self, channel: Channel, messages: Sequence[str]) -> None:
-        """Queue ``messages`` for every subscriber of ``channel``, cutting any that overflow."""
+    def publish(
+        self, channel: Channel, messages: Sequence[str], audience: str | None = None
+    ) -> None:
+        """Queue ``messages`` for the subscribers of ``channel`` (only ``audience``'s if given).
+
+        Subscribers that overflow their bound are cut.
+        """
         if not messages:
             return
         self.stats.messages_published += len(messages)
         for sub in list(self._subs[channel].values()):
-            self._offer(sub, messages)
+            if audience is None or sub.audience == audience:
+                self._offer(sub, messages)
+
+    def audiences(self, channel: Channel) -> set[str]:
+        """The audiences with at least one subscriber on ``channel``."""
+        return {sub.audience for sub in self._subs[channel].values()}
 
     def subscribers(self, channel: Channel) -> Iterable[Subscription]:
         """The current subscribers of ``channel``."""

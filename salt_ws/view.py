@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
 from salt_ws import events as ev
 from salt_ws.wire import encode
@@ -38,6 +38,17 @@ __all__ = [
     "Update",
     "ViewLimits",
 ]
+
+
+class Audience(Protocol):
+    """What the view needs of a permission set (see :class:`salt_ws.acl.Permissions`)."""
+
+    admin: bool
+    key: str
+
+    def may(self, fun: str | None, mid: str) -> bool: ...
+
+    def may_target(self, mid: str) -> bool: ...
 
 
 class JobState(str, enum.Enum):
@@ -147,7 +158,8 @@ class _Job:
         self.end_time = stamp
         self.success = all(m.get("success") is True for m in self.minions.values())
 
-    def render(self) -> str:
+    def render(self, only: set[str] | None = None) -> str:
+        """The job's JSON (``only``: just these minions' entries)."""
         head = encode(
             {
                 "jid": self.jid,
@@ -164,6 +176,8 @@ class _Job:
         frags = self.minion_fragments
         parts = []
         for mid, entry in self.minions.items():
+            if only is not None and mid not in only:
+                continue
             frag = frags.get(mid)
             if frag is None:
                 frag = frags[mid] = encode(mid) + ":" + encode(entry)
@@ -184,8 +198,9 @@ class FormattedView:
         self._minion_fragments: dict[str, str] = {}
         self._jobs: dict[str, _Job] = {}
         self._job_fragments: dict[str, str] = {}
-        self._minions_message: str | None = None
-        self._jobs_message: str | None = None
+        # encoded tables: key None is the full view, other keys one audience's
+        self._minions_messages: dict[str | None, str] = {}
+        self._jobs_messages: dict[str | None, str] = {}
 
     # -- queries --------------------------------------------------------------------------
 
@@ -199,35 +214,60 @@ class FormattedView:
         """Jobs in the table."""
         return len(self._jobs)
 
-    def render_minions(self) -> str:
-        """The encoded ``{"minions": ...}`` message (cached until the table changes)."""
-        if self._minions_message is None:
+    def render_minions(self, audience: Audience | None = None) -> str:
+        """The encoded ``{"minions": ...}`` message, for everyone or for one audience.
+
+        Cached until the table (or :meth:`forget_audience`) invalidates it.
+        """
+        key = None if audience is None or audience.admin else audience.key
+        message = self._minions_messages.get(key)
+        if message is None:
             frags = self._minion_fragments
             parts = []
             for mid, entry in self._minions.items():
+                if key is not None and not audience.may_target(mid):  # type: ignore[union-attr]
+                    continue
                 frag = frags.get(mid)
                 if frag is None:
                     frag = frags[mid] = encode(mid) + ":" + encode(entry)
                 parts.append(frag)
-            self._minions_message = '{"minions":{' + ",".join(parts) + "}}"
-        return self._minions_message
+            message = self._minions_messages[key] = '{"minions":{' + ",".join(parts) + "}}"
+        return message
 
-    def render_jobs(self) -> str:
-        """The encoded ``{"jobs": ...}`` message (cached until the table changes)."""
-        if self._jobs_message is None:
+    def render_jobs(self, audience: Audience | None = None) -> str:
+        """The encoded ``{"jobs": ...}`` message, for everyone or for one audience.
+
+        An audience sees the jobs whose function it may run on at least one of
+        the job's minions, with only those minions' entries.
+        """
+        key = None if audience is None or audience.admin else audience.key
+        message = self._jobs_messages.get(key)
+        if message is None:
             frags = self._job_fragments
             parts = []
             for jid, job in self._jobs.items():
+                if key is not None:
+                    allowed = [m for m in job.minions if audience.may(job.fun, m)]  # type: ignore[union-attr]
+                    if not allowed:
+                        continue
+                    if len(allowed) < len(job.minions):
+                        parts.append(encode(jid) + ":" + job.render(set(allowed)))
+                        continue
                 frag = frags.get(jid)
                 if frag is None:
                     frag = frags[jid] = encode(jid) + ":" + job.render()
                 parts.append(frag)
-            self._jobs_message = '{"jobs":{' + ",".join(parts) + "}}"
-        return self._jobs_message
+            message = self._jobs_messages[key] = '{"jobs":{' + ",".join(parts) + "}}"
+        return message
 
-    def snapshot(self) -> list[str]:
+    def forget_audience(self, key: str) -> None:
+        """Drop an audience's cached tables (its permissions were re-resolved)."""
+        self._minions_messages.pop(key, None)
+        self._jobs_messages.pop(key, None)
+
+    def snapshot(self, audience: Audience | None = None) -> list[str]:
         """What a new client receives first: the minions message, then the jobs message."""
-        return [self.render_minions(), self.render_jobs()]
+        return [self.render_minions(audience), self.render_jobs(audience)]
 
     def tables(self) -> dict[str, Any]:
         """Both tables as plain data, exactly as the websocket shows them."""
@@ -325,7 +365,7 @@ class FormattedView:
     def _put_minion(self, mid: str, grains: dict[str, Any]) -> None:
         self._minions[mid] = {"id": mid, "grains": grains}
         self._minion_fragments.pop(mid, None)
-        self._minions_message = None
+        self._minions_messages.clear()
 
     def _add(self, mids: Iterable[str]) -> Update:
         added = tuple(sorted(mid for mid in mids if mid not in self._minions))
@@ -342,12 +382,12 @@ class FormattedView:
                 self._minion_fragments.pop(mid, None)
                 removed = True
         if removed:
-            self._minions_message = None
+            self._minions_messages.clear()
         return Update(minions=removed)
 
     def _touch_job(self, jid: str) -> None:
         self._job_fragments.pop(jid, None)
-        self._jobs_message = None
+        self._jobs_messages.clear()
 
     def _drop_job(self, jid: str) -> None:
         self._jobs.pop(jid, None)

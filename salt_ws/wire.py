@@ -27,7 +27,13 @@ __all__ = [
 
 # Close codes (RFC 6455 section 7.4.1; 4000-4999 are this application's own).
 CLOSE_GOING_AWAY = 1001  # the engine is stopping (salt-master shutdown)
+CLOSE_UNSUPPORTED = 1003  # the client sent a binary message
+CLOSE_POLICY = 1008  # the client sent something other than the handshake messages
+CLOSE_TOO_BIG = 1009  # an inbound message exceeded max_message_size (sent by tornado)
+CLOSE_TRY_AGAIN_LATER = 1013  # too many connections for this token
 CLOSE_TOO_SLOW = 4001  # the client fell more than client_queue_size messages behind
+CLOSE_TOKEN_INVALID = 4401  # token invalid, expired, or revoked by /logout
+CLOSE_HANDSHAKE_TIMEOUT = 4408  # no token message / ready message within handshake_timeout
 
 # Tags of the engine's own notices, sent in the event shape so that existing
 # clients need no new parsing. Both mean "events may have been missed".

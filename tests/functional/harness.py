@@ -18,7 +18,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.websocket
 
-from salt_ws.app import MAX_BODY_SIZE, make_app
+from salt_ws.app import make_app
 from salt_ws.auth import LoginFailed, Session
 from salt_ws.config import parse
 from salt_ws.engine import Counters
@@ -165,10 +165,11 @@ async def serving(
     raw: dict[str, Any] = {"disable_ssl": True}
     if cors_origin is not None:
         raw["cors_origin"] = cors_origin
-    services = Services(parse(raw), Hub(queue_limit), auth or FakeAuthenticator(), Counters())
+    config = parse(raw)
+    services = Services(config, Hub(queue_limit), auth or FakeAuthenticator(), Counters())
     if snapshot is not None:
-        services.snapshot = snapshot
-    server = tornado.httpserver.HTTPServer(make_app(services), max_body_size=MAX_BODY_SIZE)
+        services.snapshot = lambda channel, audience: snapshot(channel)
+    server = tornado.httpserver.HTTPServer(make_app(services), max_body_size=config.max_body_size)
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets([sock])
     site = Site(sock.getsockname()[1], services)

@@ -261,8 +261,8 @@ async def test_logout_with_a_malformed_token_is_401():
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", UNKNOWN_TOKEN, GOOD_TOKEN[:-1], "%00" + GOOD_TOKEN],
-    ids=["empty", "malformed", "unknown", "63-digits", "percent-encoded-junk"],
+    ["abc", UNKNOWN_TOKEN, GOOD_TOKEN[:-1], "%00" + GOOD_TOKEN],
+    ids=["malformed", "unknown", "63-digits", "percent-encoded-junk"],
 )
 async def test_a_websocket_with_a_bad_token_is_refused_before_the_upgrade(token):
     async with serving() as site:
@@ -290,11 +290,14 @@ async def test_a_plain_get_with_a_good_token_is_not_upgraded():
         assert response.code == 400
 
 
-async def test_the_empty_token_is_not_looked_up():
+async def test_without_a_token_the_upgrade_waits_for_a_token_message():
     async with serving() as site:
-        response = await site.fetch("/all_events/")
-        assert response.code == 401
+        conn = await site.connect("")
         assert site.auth.called("session") == []
+        await conn.write_message(CLIENT_READY)  # not a token message
+        assert await conn.read_message() is None
+        assert conn.close_code == wire.CLOSE_TOKEN_INVALID
+        assert "token" in conn.close_reason
 
 
 # -- /all_events: the ready handshake and the stream -------------------------------------------
@@ -320,18 +323,22 @@ async def test_nothing_is_sent_before_the_client_says_ready():
 
 
 @pytest.mark.parametrize(
-    "chatter",
-    ["hello", "websocket client ready\n", "Websocket client ready", b"websocket client ready"],
+    ("chatter", "code"),
+    [
+        ("hello", wire.CLOSE_POLICY),
+        ("websocket client ready\n", wire.CLOSE_POLICY),
+        ("Websocket client ready", wire.CLOSE_POLICY),
+        (b"websocket client ready", wire.CLOSE_UNSUPPORTED),
+    ],
     ids=["other-text", "trailing-newline", "other-case", "binary"],
 )
-async def test_only_the_exact_ready_text_subscribes(chatter):
+async def test_only_the_exact_ready_text_subscribes(chatter, code):
     async with serving() as site:
         conn = await site.connect()
         await conn.write_message(chatter, binary=isinstance(chatter, bytes))
-        await conn.write_message("still not ready")
         site.publish(events(1))
-        quiet, _ = await nothing_arrives(conn, 0.1)
-        assert quiet
+        assert await conn.read_message() is None  # closed, nothing delivered
+        assert conn.close_code == code
         assert site.hub.count(Channel.ALL_EVENTS) == 0
 
 
@@ -393,7 +400,7 @@ def snapshots(channel: Channel) -> list[str]:
     return []
 
 
-@pytest.mark.parametrize("token", ["", "abc", UNKNOWN_TOKEN], ids=["empty", "malformed", "unknown"])
+@pytest.mark.parametrize("token", ["abc", UNKNOWN_TOKEN], ids=["malformed", "unknown"])
 async def test_formatted_events_refuses_a_bad_token_before_the_upgrade(token):
     async with serving() as site:
         with pytest.raises(tornado.httpclient.HTTPClientError) as err:

@@ -55,7 +55,8 @@ def formatted(master: EngineMaster) -> Collector:
 
 
 def latest(client: Collector, key: str) -> dict:
-    return next(m[key] for m in reversed(list(client.messages)) if key in m)
+    """The newest ``key`` table the client received ({} before the first)."""
+    return next((m[key] for m in reversed(list(client.messages)) if key in m), {})
 
 
 def test_fresh_client_gets_both_minions_with_grains_and_no_job(fleet):

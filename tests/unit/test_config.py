@@ -40,6 +40,14 @@ def plain(**options):
         ("max_jobs", 1000),
         ("job_max_age", 86400.0),
         ("job_timeout", 600.0),
+        ("max_connections", 1000),
+        ("max_connections_per_token", 20),
+        ("max_message_size", 65536),
+        ("max_body_size", 65536),
+        ("handshake_timeout", 10.0),
+        ("login_max_failures", 5),
+        ("login_failure_window", 60.0),
+        ("acl_refresh_interval", 30.0),
     ],
     ids=str,
 )
@@ -66,6 +74,14 @@ def test_the_defaults_table_covers_every_option():
         "max_jobs",
         "job_max_age",
         "job_timeout",
+        "max_connections",
+        "max_connections_per_token",
+        "max_message_size",
+        "max_body_size",
+        "handshake_timeout",
+        "login_max_failures",
+        "login_failure_window",
+        "acl_refresh_interval",
     }
 
 
