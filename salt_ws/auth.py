@@ -140,8 +140,13 @@ class Authenticator:
         """True if ``token`` has the shape of this master's tokens."""
         return isinstance(token, str) and bool(self._pattern.fullmatch(token))
 
-    def login(self, username: str, password: str, eauth: str) -> dict[str, Any]:
+    def login(
+        self, username: str, password: str, eauth: str, token_expire: float | None = None
+    ) -> dict[str, Any]:
         """Authenticate and return saltnado's login payload (blocking).
+
+        ``token_expire`` (seconds) is honoured only where the master's
+        ``token_expire_user_override`` allows it, as in salt-api.
 
         Raises:
             LoginFailed: the eauth backend refused the credentials, or the
@@ -149,7 +154,9 @@ class Authenticator:
         """
         import salt.netapi  # pylint: disable=import-outside-toplevel
 
-        creds = {"username": username, "password": password, "eauth": eauth}
+        creds: dict[str, Any] = {"username": username, "password": password, "eauth": eauth}
+        if token_expire is not None:
+            creds["token_expire"] = token_expire
         token = self._auth.mk_token(creds)
         if "token" not in token:
             raise LoginFailed("could not authenticate using the provided credentials")

@@ -217,10 +217,17 @@ class LoginHandler(BaseHandler):
                 self.fail(400, f"missing or empty field '{field}'")
                 return
             creds[field] = value
+        expire = data.get("token_expire")
+        if expire is not None:
+            try:
+                expire = float(expire)
+            except (TypeError, ValueError):
+                self.fail(400, "field 'token_expire' must be a number of seconds")
+                return
         auth = self.services.auth
         try:
             result = await auth.run(
-                auth.login, creds["username"], creds["password"], creds["eauth"]
+                auth.login, creds["username"], creds["password"], creds["eauth"], expire
             )
         except LoginFailed as exc:
             throttle.failed(address, time.time())

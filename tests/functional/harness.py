@@ -49,8 +49,11 @@ class FakeAuthenticator:
     def well_formed(self, token: str) -> bool:
         return bool(re.fullmatch(r"[0-9a-f]{64}", token or ""))
 
-    def login(self, username: str, password: str, eauth: str) -> dict[str, Any]:
+    def login(
+        self, username: str, password: str, eauth: str, token_expire: float | None = None
+    ) -> dict[str, Any]:
         self.calls.append(("login", (username, password, eauth)))
+        self.token_expire = token_expire
         if (username, password, eauth) != (ALICE["username"], ALICE["password"], ALICE["eauth"]):
             raise LoginFailed("could not authenticate using the provided credentials")
         return login_payload()

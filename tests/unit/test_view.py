@@ -705,7 +705,7 @@ json_ish = st.recursive(
         | st.tuples(inner, inner)
         | st.dictionaries(st.text(max_size=5) | st.integers(-3, 3), inner, max_size=4)
     ),
-    max_leaves=12,
+    max_leaves=6,
 )
 mid_lists = st.lists(st.sampled_from(MIDS) | json_ish, max_size=5)
 realistic = st.fixed_dictionaries(
@@ -770,7 +770,7 @@ step = st.one_of(
 )
 # Lengths drawn uniformly: hypothesis' own list sizes stay short, and the bounds need runs
 # longer than max_jobs distinct jobs.
-steps = st.integers(0, 40).flatmap(lambda n: st.lists(step, min_size=n, max_size=n))
+steps = st.integers(0, 30).flatmap(lambda n: st.lists(step, min_size=n, max_size=n))
 
 
 def run_step(view: FormattedView, step: tuple[str, Any, Any, float], now: float) -> Update:
@@ -783,7 +783,7 @@ def run_step(view: FormattedView, step: tuple[str, Any, Any, float], now: float)
 
 
 @settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
