@@ -22,6 +22,13 @@ event bus and serves Salt's rest_tornado websocket API without salt-api:
   marked ``success: false``. Enable ``presence_events`` and a small
   ``loop_interval`` on the master, as for saltnado.
 
+Tokens may also come in the ``X-Auth-Token`` header, the ``session_id``
+cookie, or (browsers) a first message ``{"token": "..."}`` on ``/all_events``
+or ``/formatted_events``. Each token sees what its eauth permissions allow
+(Salt's publish ACL; ``.*`` or ``@events`` see everything). Close codes:
+1001 shutdown, 1003 binary message, 1008 unexpected message, 1009 message too
+big, 4001 too slow, 4401 token expired/revoked/invalid, 4408 handshake timeout.
+
 ``salt-run ws.status`` shows the engine's live state; ``salt-run ws.view``
 (``minion=<id>``, ``jid=<jid>``) prints the formatted view.
 

@@ -95,7 +95,7 @@ def test_oversized_login_body_is_refused(sec):
     status, _, _ = http(
         sec.url + "/login", {"username": "x" * 10000, "password": "p", "eauth": "file"}
     )
-    assert status in (400, 413)
+    assert status == 400  # tornado refuses a body over max_body_size before reading it
     # the engine keeps serving
     assert login(sec)
 
