@@ -75,17 +75,35 @@ def _matches(regex: str, fun: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _valid(regex: str) -> bool:
+    try:
+        re.compile(regex)
+    except re.error:
+        return False
+    return True
+
+
 def _fun_patterns(entries: Any) -> tuple[str, ...]:
+    """Function regexes of an ACL target's entry list, as ``CkMinions.__fun_check`` reads it.
+
+    Strings are regexes; a one-key dict ``{regex: {"args": ..., "kwargs": ...}}``
+    counts by its regex (arguments are not known for an event) but only if
+    its restriction is a dict, the only form Salt can ever satisfy. Iterating
+    a dict given instead of a list yields its keys, as it does in Salt.
+    """
     patterns: list[str] = []
     if isinstance(entries, str):
         entries = [entries]
-    if not isinstance(entries, list):
+    if not isinstance(entries, (list, tuple, dict)):
         return ()
     for item in entries:
         if isinstance(item, str):
             patterns.append(item)
-        elif isinstance(item, dict):
-            patterns.extend(k for k in item if isinstance(k, str))
+        elif isinstance(item, dict) and len(item) == 1:
+            regex, spec = next(iter(item.items()))
+            if isinstance(regex, str) and isinstance(spec, dict):
+                patterns.append(regex)
     return tuple(patterns)
 
 
@@ -138,9 +156,12 @@ class Permissions:
 
     def may_target(self, mid: str) -> bool:
         """May this user run anything at all on ``mid`` (is it in their minion list)?"""
-        if self.admin or any(isinstance(e, str) and not e.startswith("@") for e in self._global):
+        if self.admin or any(not e.startswith("@") and _valid(e) for e in self._global):
             return True
-        return any(funs and self._in_target(target, mid) for target, funs in self._scoped)
+        return any(
+            self._in_target(target, mid) and any(_valid(regex) for regex in funs)
+            for target, funs in self._scoped
+        )
 
     def filter_event(self, tag: str, data: Any, job_funs: Mapping[str, str]) -> Any:
         """The event as this user may see it: ``data`` (maybe cut down) or None to drop it.

@@ -225,12 +225,14 @@ class LoginHandler(BaseHandler):
                 self.fail(400, "field 'token_expire' must be a number of seconds")
                 return
         auth = self.services.auth
+        # Count the attempt as a failure until it succeeds, so that parallel
+        # guesses cannot all pass the check above while eauth is busy.
+        throttle.failed(address, time.time())
         try:
             result = await auth.run(
                 auth.login, creds["username"], creds["password"], creds["eauth"], expire
             )
         except LoginFailed as exc:
-            throttle.failed(address, time.time())
             log.info(
                 "salt_ws: login refused for user %r (eauth %s) from %s",
                 creds["username"],
@@ -363,7 +365,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
 
     def _handshake_expired(self) -> None:
         if self._sub is None:
-            what = "a token message" if self.session is None else "'websocket client ready'"
+            what = "token message" if self.session is None else "'websocket client ready'"
             timeout = self.services.config.handshake_timeout
             self.close(wire.CLOSE_HANDSHAKE_TIMEOUT, f"no {what} within {timeout:g}s")
 
@@ -398,6 +400,8 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
             ok = await self._authenticate(token)
         finally:
             self._authenticating = False
+        if self not in self.services.sockets:
+            return  # the client left while its token was being checked
         if not ok:
             self.close(wire.CLOSE_TOKEN_INVALID, "invalid or expired token")
         elif self.services.connections_for(token) > cfg.max_connections_per_token:

@@ -40,10 +40,15 @@ class LoginThrottle:
         times = self._recent(address, now)
         if times is None or len(times) < self.max_failures:
             return 0.0
-        return max(0.0, times[0] + self.window - now)
+        # blocked until enough failures leave the window to get under the limit
+        return max(0.0, times[-self.max_failures] + self.window - now)
 
     def failed(self, address: str, now: float) -> None:
-        """Record a failed login from ``address``."""
+        """Record a failed login from ``address``.
+
+        Callers record an attempt *before* checking the credentials (and call
+        :meth:`succeeded` after a success), so parallel guesses count too.
+        """
         times = self._recent(address, now)
         if times is None:
             times = self._failures[address] = collections.deque()
