@@ -103,28 +103,44 @@ class BusReader(threading.Thread):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
+        self._wake = threading.Event()  # interrupts the retry back-off on stop()
         self._ready = threading.Event()
+        self._down_since: float | None = None
         self.connected = False
         self.reconnects = 0
 
     def run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._main())
-        except Exception:  # pylint: disable=broad-except
-            log.exception("salt_ws: the event bus reader stopped unexpectedly")
-        finally:
-            loop.close()
+        """Subscribe; if the subscription itself fails, retry with back-off (never silently)."""
+        delay, reported = 1.0, False
+        while not self._stopping:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._main())
+            except Exception:  # pylint: disable=broad-except
+                if not reported:
+                    log.exception("salt_ws: the event bus subscription failed; retrying")
+                    reported = True
+                else:
+                    log.debug("salt_ws: the event bus subscription failed again", exc_info=True)
+            finally:
+                loop.close()
+            if self._stopping:
+                break
+            self._link(False)
+            self._ready.set()  # the engine serves on; clients were told of the gap
+            self._wake.wait(delay)
+            delay = min(delay * 2, 30.0)
 
     def wait_started(self, timeout: float) -> bool:
-        """Block until the subscription exists (or ``timeout``)."""
+        """Block until the first subscription attempt is done (or ``timeout``)."""
         return self._ready.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the reader to unsubscribe and end; joins the thread."""
         self._stopping = True
+        self._wake.set()
         loop, stop = self._loop, self._stop_event
         if loop is not None and stop is not None and not loop.is_closed():
             try:
@@ -133,13 +149,36 @@ class BusReader(threading.Thread):
                 pass
         self.join(timeout)
 
+    def _link(self, up: bool) -> None:
+        """Record a link state change; tell the consumer (and the log) on transitions only."""
+        if up == self.connected or self._stopping:
+            return
+        now = time.time()
+        self.connected = up
+        if not up:
+            self._down_since = now
+            log.warning("salt_ws: lost the master event bus connection; reconnecting")
+            self._handoff.put(LinkChange(False, now))
+            return
+        if self._down_since is None:  # the first connection: nothing was missed
+            return
+        self.reconnects += 1
+        log.warning(
+            "salt_ws: reconnected to the master event bus after %.1fs; "
+            "events of that interval were missed",
+            now - self._down_since,
+        )
+        self._down_since = None
+        self._handoff.put(LinkChange(True, now))
+
     async def _main(self) -> None:
         import salt.utils.event  # pylint: disable=import-outside-toplevel
+        import tornado.ioloop  # pylint: disable=import-outside-toplevel
 
         self._stop_event = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        # A tornado IOLoop (wrapping this asyncio loop): what Salt 3007 needs, 3008 accepts.
         event = salt.utils.event.get_master_event(
-            self._opts, self._opts["sock_dir"], listen=True, io_loop=loop
+            self._opts, self._opts["sock_dir"], listen=True, io_loop=tornado.ioloop.IOLoop.current()
         )
         unpack = event.unpack
         put = self._handoff.put
@@ -152,11 +191,11 @@ class BusReader(threading.Thread):
                 return
             put((tag, data))
 
-        event.set_event_handler(on_message)
-        self._watch_link(event)
-        self.connected = True
-        self._ready.set()
         try:
+            event.set_event_handler(on_message)
+            self._watch_link(event)
+            self._link(True)
+            self._ready.set()
             await self._stop_event.wait()
         finally:
             event.destroy()
@@ -168,28 +207,11 @@ class BusReader(threading.Thread):
             log.warning("salt_ws: cannot watch the event bus link with this Salt version")
             return
 
-        down_since: list[float] = []
-
         async def on_disconnect(*_: Any) -> None:
-            if not self.connected or self._stopping:
-                return
-            self.connected = False
-            down_since[:] = [time.time()]
-            log.warning("salt_ws: lost the master event bus connection; reconnecting")
-            self._handoff.put(LinkChange(False, down_since[0]))
+            self._link(False)
 
         async def on_connect(*_: Any) -> None:
-            if self.connected or self._stopping:
-                return
-            self.connected = True
-            self.reconnects += 1
-            now = time.time()
-            log.warning(
-                "salt_ws: reconnected to the master event bus after %.1fs; "
-                "events of that interval were missed",
-                now - down_since[0] if down_since else 0.0,
-            )
-            self._handoff.put(LinkChange(True, now))
+            self._link(True)
 
         subscriber.disconnect_callback = on_disconnect
         subscriber.connect_callback = on_connect
