@@ -61,6 +61,7 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           login_max_failures: 5      # failed logins per address within the window (then 429)
           login_failure_window: 60   # seconds
           acl_refresh_interval: 30   # seconds between re-resolutions of eauth ACL targets
+          include_master: False      # add "master": <master id> to every message (multi-master)
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

@@ -63,6 +63,7 @@ class Config:
     login_max_failures: int = 5
     login_failure_window: float = 60.0
     acl_refresh_interval: float = 30.0
+    include_master: bool = False
 
     @property
     def tls(self) -> bool:
@@ -76,7 +77,7 @@ DEFAULTS = Config()
 # They are accepted (so a rest_tornado block moves over unchanged) and ignored.
 IGNORED_REST_TORNADO_OPTIONS = frozenset({"webhook_disable_auth", "webhook_url"})
 
-_BOOL_OPTIONS = ("disable_ssl", "debug", "websockets")
+_BOOL_OPTIONS = ("disable_ssl", "debug", "websockets", "include_master")
 
 
 def _fmt(number: float) -> str:

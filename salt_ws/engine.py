@@ -89,8 +89,10 @@ class Engine:
         self.services: Services | None = None
         self.status_server: StatusServer | None = None
         self.listening = False
+        # option include_master: messages say which master they come from (multi-master)
+        self.master_id: str | None = str(opts.get("id")) if config.include_master else None
         self.view = FormattedView(
-            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout)
+            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout), self.master_id
         )
         self.fleet: Fleet | None = None
         self._stopping: asyncio.Event | None = None
@@ -114,7 +116,7 @@ class Engine:
                     self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
-            events.append((tag, data, wire.encode_event(tag, data)))
+            events.append((tag, data, wire.encode_event(tag, data, self.master_id)))
             self._remember_job(tag, data)
             try:
                 update.merge(view.apply(tag, data, now))
@@ -150,7 +152,7 @@ class Engine:
             if shown is data:
                 messages.append(encoded)
             elif shown is not None:
-                messages.append(wire.encode_event(tag, shown))
+                messages.append(wire.encode_event(tag, shown, self.master_id))
         return messages
 
     def view_changed(self, update: Update) -> None:
@@ -274,6 +276,7 @@ class Engine:
             return wire.notice(
                 wire.GAP_TAG,
                 _stamp(change.at),
+                self.master_id,
                 reason="the engine lost its master event bus connection; reconnecting",
                 missed=True,
             )
@@ -283,6 +286,7 @@ class Engine:
         return wire.notice(
             wire.RESTORED_TAG,
             _stamp(change.at),
+            self.master_id,
             reason="event bus connection restored; events between down_since and now were missed",
             down_since=_stamp(since) if since else None,
             missed=True,

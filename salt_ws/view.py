@@ -192,8 +192,10 @@ class FormattedView:
         limits: jobs table bounds and job timeout.
     """
 
-    def __init__(self, limits: ViewLimits | None = None) -> None:
+    def __init__(self, limits: ViewLimits | None = None, master: str | None = None) -> None:
         self.limits = limits or ViewLimits()
+        # option include_master: every table message also says which master it describes
+        self._suffix = "}" if master is None else ',"master":' + encode(master) + "}"
         self._minions: dict[str, dict[str, Any]] = {}
         self._minion_fragments: dict[str, str] = {}
         self._jobs: dict[str, _Job] = {}
@@ -231,7 +233,8 @@ class FormattedView:
                 if frag is None:
                     frag = frags[mid] = encode(mid) + ":" + encode(entry)
                 parts.append(frag)
-            message = self._minions_messages[key] = '{"minions":{' + ",".join(parts) + "}}"
+            message = '{"minions":{' + ",".join(parts) + "}" + self._suffix
+            self._minions_messages[key] = message
         return message
 
     def render_jobs(self, audience: Audience | None = None) -> str:
@@ -257,7 +260,8 @@ class FormattedView:
                 if frag is None:
                     frag = frags[jid] = encode(jid) + ":" + job.render()
                 parts.append(frag)
-            message = self._jobs_messages[key] = '{"jobs":{' + ",".join(parts) + "}}"
+            message = '{"jobs":{' + ",".join(parts) + "}" + self._suffix
+            self._jobs_messages[key] = message
         return message
 
     def forget_audience(self, key: str) -> None:

@@ -86,11 +86,17 @@ def encode(message: Any) -> str:
         return _encoder.encode(jsonable(message))
 
 
-def encode_event(tag: str, data: Any) -> str:
-    """Encode a bus event as saltnado's ``{"tag": ..., "data": ...}`` frame."""
-    return encode({"tag": tag, "data": data})
+def encode_event(tag: str, data: Any, master: str | None = None) -> str:
+    """Encode a bus event as saltnado's ``{"tag": ..., "data": ...}`` frame.
+
+    ``master`` (option ``include_master``) adds ``"master": <id>`` for
+    clients that combine several masters' streams.
+    """
+    if master is None:
+        return encode({"tag": tag, "data": data})
+    return encode({"tag": tag, "data": data, "master": master})
 
 
-def notice(tag: str, stamp: str, **data: Any) -> str:
+def notice(tag: str, stamp: str, master: str | None = None, **data: Any) -> str:
     """Encode one of the engine's own notices (e.g. :data:`GAP_TAG`) in event shape."""
-    return encode_event(tag, {**data, "_stamp": stamp})
+    return encode_event(tag, {**data, "_stamp": stamp}, master)

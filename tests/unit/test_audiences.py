@@ -389,3 +389,17 @@ def test_refresh_re_resolves_targets_and_forgets_the_cached_view(engine, perms):
     asyncio.run(engine._refresh_audiences())
     assert sorted(minions_of(engine.view.render_minions(perms))) == ["web-1"]
     assert not perms.may("cmd.run", "db-1")
+
+
+def test_include_master_names_the_master_in_both_tables():
+    import json as _json
+
+    from salt_ws.view import FormattedView
+
+    view = FormattedView(master="master-b")
+    view.apply("salt/minion/m1/start", {}, 1.0)
+    assert _json.loads(view.render_minions()) == {
+        "minions": {"m1": {"id": "m1", "grains": {}}},
+        "master": "master-b",
+    }
+    assert _json.loads(view.render_jobs()) == {"jobs": {}, "master": "master-b"}

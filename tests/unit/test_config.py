@@ -48,6 +48,7 @@ def plain(**options):
         ("login_max_failures", 5),
         ("login_failure_window", 60.0),
         ("acl_refresh_interval", 30.0),
+        ("include_master", False),
     ],
     ids=str,
 )
@@ -82,6 +83,7 @@ def test_the_defaults_table_covers_every_option():
         "login_max_failures",
         "login_failure_window",
         "acl_refresh_interval",
+        "include_master",
     }
 
 

@@ -783,8 +783,9 @@ def run_step(view: FormattedView, step: tuple[str, Any, Any, float], now: float)
 
 
 @settings(
-    max_examples=200,
+    max_examples=150,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(seed=st.lists(mids, max_size=3), steps=steps)

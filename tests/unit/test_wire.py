@@ -214,3 +214,13 @@ def test_deeply_nested_odd_payload_still_encodes(depth):
     decoded = strict_loads(wire.encode_event("salt/deep", data))
     assert decoded["tag"] == "salt/deep"
     assert "<nested too deep>" in json.dumps(decoded) or depth < wire.MAX_DEPTH
+
+
+def test_include_master_adds_the_master_id_to_events_and_notices():
+    assert strict_loads(wire.encode_event("t", {"a": 1}, "mom")) == {
+        "tag": "t",
+        "data": {"a": 1},
+        "master": "mom",
+    }
+    assert strict_loads(wire.notice(wire.GAP_TAG, "now", "m2", missed=True))["master"] == "m2"
+    assert "master" not in strict_loads(wire.encode_event("t", {}))
