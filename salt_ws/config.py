@@ -84,28 +84,23 @@ def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
-def _number(name: str, value: Any, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(name, f"expected a number, got {type(value).__name__} {value!r}")
+def _number(name: str, value: Any, lo: float, hi: float, kind: type = float) -> Any:
+    """``value`` as ``kind`` (int or float) within ``[lo, hi]``; numeric strings accepted."""
+    what = "an integer" if kind is int else "a number"
+    accepted = (int, str) if kind is int else (int, float, str)
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        raise ConfigError(name, f"expected {what}, got {type(value).__name__} {value!r}")
     try:
-        number = float(value)
+        number = kind(value)
     except ValueError:
-        raise ConfigError(name, f"expected a number, got {value!r}") from None
+        raise ConfigError(name, f"expected {what}, got {value!r}") from None
     if not lo <= number <= hi:
         raise ConfigError(name, f"must be between {_fmt(lo)} and {_fmt(hi)}, got {_fmt(number)}")
     return number
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigError(name, f"expected an integer, got {type(value).__name__} {value!r}")
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(name, f"expected an integer, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise ConfigError(name, f"must be between {lo} and {hi}, got {number}")
-    return number
+    return int(_number(name, value, lo, hi, int))
 
 
 def _bool(name: str, value: Any) -> bool:

@@ -252,23 +252,31 @@ class Engine:
             )
         next_presence = time.monotonic() + interval
         next_acl = time.monotonic() + self.config.acl_refresh_interval
+        failing = False
         while True:
             await asyncio.sleep(0.5)
-            now = time.time()
-            if self.services is not None:
-                self.services.close_expired(now)
-            self.view_changed(self.view.expire(now))
-            if time.monotonic() >= next_acl:
-                next_acl = time.monotonic() + self.config.acl_refresh_interval
-                await self._refresh_audiences()
-            if not presence_events and self.fleet is not None and time.monotonic() >= next_presence:
-                next_presence = time.monotonic() + interval
-                try:
+            try:
+                now = time.time()
+                if self.services is not None:
+                    self.services.close_expired(now)
+                self.view_changed(self.view.expire(now))
+                if time.monotonic() >= next_acl:
+                    next_acl = time.monotonic() + self.config.acl_refresh_interval
+                    await self._refresh_audiences()
+                if (
+                    not presence_events
+                    and self.fleet is not None
+                    and time.monotonic() >= next_presence
+                ):
+                    next_presence = time.monotonic() + interval
                     connected = await self._blocking(self.fleet.connected)
-                except Exception:  # pylint: disable=broad-except
-                    log.debug("salt_ws: presence check failed", exc_info=True)
-                    continue
-                self.view_changed(self.view.presence(connected))
+                    self.view_changed(self.view.presence(connected))
+                failing = False
+            except Exception:  # pylint: disable=broad-except
+                # Keep enforcing token expiry whatever else fails; log once per streak.
+                if not failing:
+                    log.exception("salt_ws: housekeeping step failed; continuing")
+                failing = True
 
     def _link_notice(self, change: LinkChange) -> str:
         if not change.up:

@@ -8,8 +8,10 @@ The tests run in order: the last ones stop a minion and delete a key.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from typing import Iterator
 
 import pytest
 
@@ -50,8 +52,15 @@ def fleet(salt_factories, users_file):
                 minion.terminate()
 
 
-def formatted(master: EngineMaster) -> Collector:
-    return Collector(f"{master.ws_url}/formatted_events/{master.login()['token']}")
+@contextlib.contextmanager
+def formatted(master: EngineMaster) -> Iterator[Collector]:
+    """A /formatted_events client that has received its snapshot; closed afterwards."""
+    client = Collector(f"{master.ws_url}/formatted_events/{master.login()['token']}")
+    try:
+        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+        yield client
+    finally:
+        client.close()
 
 
 def latest(client: Collector, key: str) -> dict:
@@ -67,9 +76,7 @@ def test_fresh_client_gets_both_minions_with_grains_and_no_job(fleet):
         60,
         "both minions in the view",
     )
-    client = formatted(master)
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+    with formatted(master) as client:
         first, second = client.messages[:2]
         assert set(first) == {"minions"} and set(second) == {"jobs"}
         assert set(first["minions"]) == set(MINIONS)
@@ -80,15 +87,11 @@ def test_fresh_client_gets_both_minions_with_grains_and_no_job(fleet):
             assert entry["grains"]["kernel"] == "Linux"
         # no job was run to learn the grains (saltnado ran grains.items on '*')
         assert second["jobs"] == {}
-    finally:
-        client.close()
 
 
 def test_ping_shows_running_then_complete(fleet):
     master, _ = fleet
-    client = formatted(master)
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+    with formatted(master) as client:
         ret = master.factory.salt_cli(timeout=60).run("test.ping", minion_tgt="*")
         assert ret.returncode == 0, ret
         jobs = wait_until(
@@ -117,15 +120,11 @@ def test_ping_shows_running_then_complete(fleet):
         assert job["minions"] == {
             mid: {"return": True, "retcode": 0, "success": True} for mid in MINIONS
         }
-    finally:
-        client.close()
 
 
 def test_job_with_one_failing_minion_completes_with_per_minion_success(fleet):
     master, _ = fleet
-    client = formatted(master)
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+    with formatted(master) as client:
         marker = uuid.uuid4().hex[:8]
         cmd = f'echo {marker}; exit {{{{ 0 if grains["id"] == "minion-a" else 3 }}}}'
         master.factory.salt_cli(timeout=60).run(
@@ -143,15 +142,11 @@ def test_job_with_one_failing_minion_completes_with_per_minion_success(fleet):
         assert job["minions"]["minion-a"] == {"return": marker, "retcode": 0, "success": True}
         assert job["minions"]["minion-b"]["retcode"] == 3
         assert job["minions"]["minion-b"]["success"] is False
-    finally:
-        client.close()
 
 
 def test_runners_show_the_same_view_as_the_websocket(fleet):
     master, _ = fleet
-    client = formatted(master)
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+    with formatted(master) as client:
         time.sleep(1.5)  # let presence re-send the minions table once
         status = master.run("ws.status")
         assert status.returncode == 0
@@ -170,31 +165,22 @@ def test_runners_show_the_same_view_as_the_websocket(fleet):
         missing = master.run("ws.view", "jid=1")
         assert missing.returncode == 1
         assert "not in the view" in missing.data["error"]
-    finally:
-        client.close()
 
 
 def test_stopped_minion_leaves_after_presence_detects_it(fleet):
     master, minions = fleet
-    client = formatted(master)
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+    with formatted(master) as client:
         minions["minion-b"].terminate()
         wait_until(lambda: set(latest(client, "minions")) == {"minion-a"}, 30, "minion-b to drop")
-    finally:
-        client.close()
 
 
 def test_deleting_a_key_removes_the_minion(fleet):
     master, _ = fleet
-    client = formatted(master)
-    try:
+    with formatted(master) as client:
         wait_until(lambda: "minion-a" in latest(client, "minions"), 10, "minion-a")
         ret = master.factory.salt_key_cli(timeout=60).run("-d", "minion-a", "-y")
         assert ret.returncode == 0, ret
         wait_until(lambda: latest(client, "minions") == {}, 30, "minion-a to go")
-    finally:
-        client.close()
 
 
 def test_status_with_the_engine_stopped(fleet):
