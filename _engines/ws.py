@@ -54,7 +54,7 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           job_max_age: 86400         # seconds a job stays in the formatted view
           job_timeout: 600           # seconds after which silent minions are marked failed
           max_connections: 1000      # open websockets in all (HTTP 503 beyond)
-          max_connections_per_token: 20   # open websockets per token (HTTP 429 beyond)
+          max_connections_per_token: 100  # open websockets per token (HTTP 429 beyond)
           max_message_size: 65536    # bytes of one inbound websocket message (close 1009)
           max_body_size: 65536       # bytes of a /login or /logout body
           handshake_timeout: 10      # seconds to send the token message / ready (close 4408)

@@ -56,7 +56,7 @@ class Config:
     job_max_age: float = 86400.0
     job_timeout: float = 600.0
     max_connections: int = 1000
-    max_connections_per_token: int = 20
+    max_connections_per_token: int = 100
     max_message_size: int = 65536
     max_body_size: int = 65536
     handshake_timeout: float = 10.0

@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from typing import Any, Awaitable, Callable
 
+import tornado.iostream
 import tornado.web
 import tornado.websocket
 
@@ -438,8 +439,13 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self.close(code, reason)
 
     async def _pump(self, sub: Subscription) -> None:
-        """Write queued messages in order; one flush per batch keeps tornado's buffer small."""
-        outbox, counters = sub.outbox, self.services.counters
+        """Write queued messages in order, a batch per ``write``, waiting for each to flush.
+
+        Frames are built once per message for all clients (:func:`wire.frame`);
+        at most one batch sits in tornado's buffer, the rest waits in the
+        bounded outbox where the slow-client policy sees it.
+        """
+        outbox, counters, frame = sub.outbox, self.services.counters, wire.frame
         try:
             while sub.active:
                 if not outbox:
@@ -447,10 +453,10 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
                     await self._wakeup.wait()
                     continue
                 batch = outbox.take(WRITE_BATCH)
-                sent = None
-                for message in batch:
-                    sent = self.write_message(message)
+                conn = self.ws_connection
+                if conn is None or conn.is_closing():
+                    return
+                await conn.stream.write(b"".join([frame(message) for message in batch]))
                 counters.messages_sent += len(batch)
-                await sent
-        except tornado.websocket.WebSocketClosedError:
+        except (tornado.iostream.StreamClosedError, tornado.websocket.WebSocketClosedError):
             pass

@@ -41,7 +41,7 @@ def plain(**options):
         ("job_max_age", 86400.0),
         ("job_timeout", 600.0),
         ("max_connections", 1000),
-        ("max_connections_per_token", 20),
+        ("max_connections_per_token", 100),
         ("max_message_size", 65536),
         ("max_body_size", 65536),
         ("handshake_timeout", 10.0),

@@ -224,3 +224,29 @@ def test_include_master_adds_the_master_id_to_events_and_notices():
     }
     assert strict_loads(wire.notice(wire.GAP_TAG, "now", "m2", missed=True))["master"] == "m2"
     assert "master" not in strict_loads(wire.encode_event("t", {}))
+
+
+def _parse_frame(raw: bytes) -> tuple[int, str]:
+    """A minimal RFC 6455 reader for server (unmasked) frames: (opcode byte, text)."""
+    first, second = raw[0], raw[1]
+    assert second & 0x80 == 0, "server frames are not masked"
+    size, offset = second & 0x7F, 2
+    if size == 126:
+        size, offset = int.from_bytes(raw[2:4], "big"), 4
+    elif size == 127:
+        size, offset = int.from_bytes(raw[2:10], "big"), 10
+    assert len(raw) == offset + size
+    return first, raw[offset:].decode("utf-8")
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
+def test_frame_is_one_final_text_frame_with_the_right_length(length):
+    text = "é" * (length // 2) + "x" * (length % 2)
+    first, decoded = _parse_frame(wire.frame(text))
+    assert first == 0x81  # FIN + text opcode
+    assert decoded == text
+
+
+def test_frame_is_built_once_per_message():
+    text = wire.encode_event("salt/frame/once", {"n": 1})
+    assert wire.frame(text) is wire.frame(text)
