@@ -1,7 +1,10 @@
 """Salt event tags parsed into typed events (pure).
 
 Only what the formatted view needs is recognised; anything else parses to
-``None``. Parsing never raises: payloads come from the bus as Salt and third
+``None``. Any minion can put any tag on the master bus (``event.send``), so
+events are recognised only in the shapes the master itself produces: a
+return or start event must name its minion in ``id``, presence events must
+carry lists. Parsing never raises: payloads come from the bus as Salt and third
 parties fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a
 non-dict payload must not break anything downstream.
 """
@@ -166,8 +169,8 @@ def parse(tag: Any, data: Any) -> Event | None:
             )
         if parts[3] == "ret" and len(parts) >= 5:
             mid = "/".join(parts[4:])
-            if not mid:
-                return None
+            if not mid or data.get("id") != mid:
+                return None  # every real return names its minion; anything else is forged
             retcode = _retcode(data.get("retcode"))
             return JobReturn(
                 jid=jid,
@@ -191,10 +194,17 @@ def parse(tag: Any, data: Any) -> Event | None:
             return None
         return KeyChange(act, mid)
     if tag == "salt/presence/present":
-        return PresencePresent(_ids(data.get("present")))
+        # a minion can fire any tag (event.send): only the master's shape counts
+        if not isinstance(data.get("present"), list):
+            return None
+        return PresencePresent(_ids(data["present"]))
     if tag == "salt/presence/change":
-        return PresenceChange(_ids(data.get("new")), _ids(data.get("lost")))
+        if not isinstance(data.get("new"), list) or not isinstance(data.get("lost"), list):
+            return None
+        return PresenceChange(_ids(data["new"]), _ids(data["lost"]))
     if len(parts) == 4 and parts[:2] == ["salt", "minion"] and parts[3] == "start" and parts[2]:
+        if data.get("id") != parts[2]:
+            return None  # a start event fired by another minion, or forged
         return MinionStart(parts[2])
     if len(parts) == 3 and parts[:2] == ["minion", "refresh"] and parts[2]:
         return MinionDataRefreshed(parts[2])

@@ -23,6 +23,7 @@ rendered by joining cached fragments; a new client gets the cached strings.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import json
 from typing import Any, Iterable, Mapping, Protocol
@@ -97,6 +98,20 @@ class Update:
 
 
 _PENDING = {"return": None, "retcode": None, "success": None}
+
+
+def _join(prefix: str, parts: list[str], suffix: str) -> str:
+    """``prefix + ",".join(parts) + "}" + suffix`` with a single copy of a large table."""
+    if not parts:
+        return prefix + "}" + suffix
+    if len(parts) == 1:
+        return prefix + parts[0] + "}" + suffix
+    return ",".join([prefix + parts[0], *parts[1:-1], parts[-1] + "}" + suffix])
+
+
+def _stamp(at: float) -> str:
+    """A time as Salt stamps events (``2026-11-28T06:41:57.388573+00:00``)."""
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
 
 
 class _Job:
@@ -233,8 +248,7 @@ class FormattedView:
                 if frag is None:
                     frag = frags[mid] = encode(mid) + ":" + encode(entry)
                 parts.append(frag)
-            message = '{"minions":{' + ",".join(parts) + "}" + self._suffix
-            self._minions_messages[key] = message
+            message = self._minions_messages[key] = _join('{"minions":{', parts, self._suffix)
         return message
 
     def render_jobs(self, audience: Audience | None = None) -> str:
@@ -260,8 +274,7 @@ class FormattedView:
                 if frag is None:
                     frag = frags[jid] = encode(jid) + ":" + job.render()
                 parts.append(frag)
-            message = '{"jobs":{' + ",".join(parts) + "}" + self._suffix
-            self._jobs_messages[key] = message
+            message = self._jobs_messages[key] = _join('{"jobs":{', parts, self._suffix)
         return message
 
     def forget_audience(self, key: str) -> None:
@@ -280,13 +293,20 @@ class FormattedView:
     # -- inputs ---------------------------------------------------------------------------
 
     def seed(self, minions: Mapping[str, Mapping[str, Any] | None]) -> Update:
-        """Start from the master's accepted, connected minions and their cached grains."""
-        update = Update(minions=True)
+        """(Re)start from the master's accepted, connected minions and their cached grains.
+
+        Minions not in ``minions`` are dropped (a re-seed after a bus outage);
+        ``None`` grains keep what the view knew and ask for them again.
+        """
+        update = self._remove([mid for mid in self._minions if mid not in minions])
+        update.minions = True
         missing = []
         for mid, grains in minions.items():
-            self._put_minion(mid, dict(grains or {}))
             if grains is None:
                 missing.append(mid)
+                if mid in self._minions:
+                    continue
+            self._put_minion(mid, dict(grains or {}))
         if missing:
             update.commands.append(LoadGrains(tuple(missing)))
         return update
@@ -359,7 +379,7 @@ class FormattedView:
                         mid, {"return": None, "retcode": None, "success": False, "error": error}
                     )
                 job.pending.clear()
-                job.finish(None)
+                job.finish(_stamp(now))
                 self._touch_job(jid)
                 changed = True
         return Update(jobs=changed)

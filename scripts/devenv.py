@@ -150,11 +150,8 @@ class DevMaster:
         Call after :meth:`start`; waits until each of ``ports`` listens. The
         process is stopped (first) by :meth:`stop`.
         """
-        proc = subprocess.Popen(
-            [os.path.join(BIN, "salt-api"), "-c", self.conf_dir, "-l", "quiet"],
-            stdin=subprocess.DEVNULL,
-        )
-        self.procs.append(proc)
+        self._spawn(os.path.join(BIN, "salt-api"), "-c", self.conf_dir, "-l", "quiet")
+        proc = self.procs[-1]
         for port in ports:
             self.wait_port(port, timeout)
         return proc

@@ -333,10 +333,11 @@ def seeded(*mids: str) -> FormattedView:
 
 UPDATES = [
     # (seeded minions, tag, data, expected update, minions afterwards)
-    pytest.param(["m1"], "salt/minion/m2/start", {}, Update(True, False, [LoadGrains(("m2",))]),
-                 ["m1", "m2"], id="start-new-minion"),
-    pytest.param(["m1"], "salt/minion/m1/start", {}, Update(False, False, [LoadGrains(("m1",))]),
-                 ["m1"], id="start-known-minion-reloads-grains"),
+    pytest.param(["m1"], "salt/minion/m2/start", {"id": "m2"},
+                 Update(True, False, [LoadGrains(("m2",))]), ["m1", "m2"], id="start-new-minion"),
+    pytest.param(["m1"], "salt/minion/m1/start", {"id": "m1"},
+                 Update(False, False, [LoadGrains(("m1",))]), ["m1"],
+                 id="start-known-minion-reloads-grains"),
     pytest.param(["m1"], "salt/key", {"act": "accept", "id": "m2", "result": True},
                  Update(True, False, [LoadGrains(("m2",))]), ["m1", "m2"], id="key-accept-new"),
     pytest.param(["m1"], "salt/key", {"act": "accept", "id": "m1"}, Update(), ["m1"],
@@ -374,7 +375,7 @@ UPDATES = [
     pytest.param(["m1"], "minion/refresh/m2", {}, Update(), ["m1"], id="refresh-unknown-minion"),
     pytest.param(["m1"], "salt/job/1/new", {"minions": ["m1"]}, Update(jobs=True), ["m1"],
                  id="job-new"),
-    pytest.param(["m1"], "salt/job/1/ret/m1", {"retcode": 0}, Update(jobs=True), ["m1"],
+    pytest.param(["m1"], "salt/job/1/ret/m1", {"id": "m1", "retcode": 0}, Update(jobs=True), ["m1"],
                  id="job-ret"),
     pytest.param(["m1"], "salt/job/1/prog/m1/0", {}, Update(), ["m1"], id="job-prog"),
     pytest.param(["m1"], "salt/run/1/new", {}, Update(), ["m1"], id="runner"),
@@ -393,7 +394,7 @@ def test_update_and_commands(seed, tag, data, expected, after):
 
 def test_a_minion_shown_by_an_event_starts_with_empty_grains_until_set_grains():
     view = FormattedView()
-    view.apply("salt/minion/m1/start", {}, 1.0)
+    view.apply("salt/minion/m1/start", {"id": "m1"}, 1.0)
     assert view.tables()["minions"] == {"m1": {"id": "m1", "grains": {}}}
     assert view.set_grains("m1", {"os": "Debian"}) == Update(minions=True)
     assert view.tables()["minions"] == {"m1": {"id": "m1", "grains": {"os": "Debian"}}}
@@ -401,8 +402,8 @@ def test_a_minion_shown_by_an_event_starts_with_empty_grains_until_set_grains():
 
 def test_a_removed_minion_that_comes_back_has_its_grains_reloaded():
     view = seeded("m1")
-    view.apply("salt/presence/change", {"lost": ["m1"]}, 1.0)
-    update = view.apply("salt/presence/change", {"new": ["m1"]}, 2.0)
+    view.apply("salt/presence/change", {"new": [], "lost": ["m1"]}, 1.0)
+    update = view.apply("salt/presence/change", {"new": ["m1"], "lost": []}, 2.0)
     assert update.commands == [LoadGrains(("m1",))]
     assert view.tables()["minions"]["m1"]["grains"] == {}
 
@@ -508,7 +509,9 @@ def test_cached_strings_are_reused_while_nothing_changes():
 def test_a_jobs_change_replaces_only_the_jobs_string():
     view = replayed()
     minions, jobs = view.snapshot()
-    view.apply(f"salt/job/{STUCK}/ret/minion-2", {"retcode": 0, "return": True}, 1.0)
+    view.apply(
+        f"salt/job/{STUCK}/ret/minion-2", {"id": "minion-2", "retcode": 0, "return": True}, 1.0
+    )
     assert view.render_minions() is minions
     assert view.render_jobs() is not jobs
     assert view.tables()["jobs"][STUCK]["state"] == "complete"
@@ -533,7 +536,11 @@ def test_a_timeout_replaces_the_jobs_string():
 def test_payloads_json_cannot_express_are_converted():
     view = FormattedView()
     view.apply("salt/job/1/new", {"minions": ["m1"], "tgt": {"a", "b"}}, 1.0)
-    view.apply("salt/job/1/ret/m1", {"retcode": 0, "return": {1: b"\xff", "n": float("nan")}}, 2.0)
+    view.apply(
+        "salt/job/1/ret/m1",
+        {"id": "m1", "retcode": 0, "return": {1: b"\xff", "n": float("nan")}},
+        2.0,
+    )
     row = strict_loads(view.render_jobs())["jobs"]["1"]
     assert sorted(row["tgt"]) == ["a", "b"]
     assert row["minions"]["m1"]["return"] == {"1": "\\xff", "n": "nan"}
@@ -544,7 +551,7 @@ def test_payloads_json_cannot_express_are_converted():
 
 def test_return_before_its_new_event():
     view = FormattedView()
-    view.apply("salt/job/7/ret/m1", {"fun": "test.ping", "retcode": 0, "return": True,
+    view.apply("salt/job/7/ret/m1", {"id": "m1", "fun": "test.ping", "retcode": 0, "return": True,
                                      "_stamp": "T1"}, 1.0)  # fmt: skip
     row = view.tables()["jobs"]["7"]
     assert row["state"] == "complete"  # all we know is this one minion
@@ -557,14 +564,14 @@ def test_return_before_its_new_event():
     assert row == job("7", "test.ping", "*", {"m1": ok(), "m2": PENDING}, state="running",
                       success=None, start="T0")  # fmt: skip
 
-    view.apply("salt/job/7/ret/m2", {"retcode": 0, "return": True, "_stamp": "T2"}, 1.2)
+    view.apply("salt/job/7/ret/m2", {"id": "m2", "retcode": 0, "return": True, "_stamp": "T2"}, 1.2)
     row = view.tables()["jobs"]["7"]
     assert (row["state"], row["success"], row["end_time"]) == ("complete", True, "T2")
 
 
 def test_return_before_a_new_event_naming_only_that_minion():
     view = FormattedView()
-    view.apply("salt/job/7/ret/m1", {"retcode": 2, "_stamp": "T1"}, 1.0)
+    view.apply("salt/job/7/ret/m1", {"id": "m1", "retcode": 2, "_stamp": "T1"}, 1.0)
     view.apply("salt/job/7/new", {"fun": "cmd.run", "minions": ["m1"], "user": "u"}, 1.1)
     assert view.tables()["jobs"]["7"] == job(
         "7", "cmd.run", None, {"m1": {"return": None, "retcode": 2, "success": False}},
@@ -583,7 +590,9 @@ def test_duplicate_return_changes_nothing():
 
 def test_a_later_return_for_the_same_minion_wins():
     view = replayed()
-    view.apply(f"salt/job/{PING}/ret/minion-1", {"retcode": 1, "return": "boom"}, 1e9)
+    view.apply(
+        f"salt/job/{PING}/ret/minion-1", {"id": "minion-1", "retcode": 1, "return": "boom"}, 1e9
+    )
     row = view.tables()["jobs"][PING]
     assert row["minions"]["minion-1"] == {"return": "boom", "retcode": 1, "success": False}
     assert (row["state"], row["success"]) == ("complete", False)
@@ -593,7 +602,11 @@ def test_late_return_after_timeout_replaces_the_error():
     view = replayed()
     start = stamp_time(stamp_of(f"salt/job/{STUCK}/new"))
     view.expire(start + 600)
-    view.apply(f"salt/job/{STUCK}/ret/minion-2", {"retcode": 0, "return": True}, start + 601)
+    view.apply(
+        f"salt/job/{STUCK}/ret/minion-2",
+        {"id": "minion-2", "retcode": 0, "return": True},
+        start + 601,
+    )
     row = view.tables()["jobs"][STUCK]
     assert row["minions"] == {"minion-1": ok(), "minion-2": ok()}
     assert (row["state"], row["success"]) == ("complete", True)
@@ -608,7 +621,9 @@ def test_new_event_for_a_completed_job_adding_minions_reopens_it():
     row = view.tables()["jobs"][PING]
     assert row["minions"] == {"minion-1": ok(), "minion-2": ok(), "minion-3": PENDING}
     assert (row["state"], row["success"], row["end_time"]) == ("running", None, None)
-    view.apply(f"salt/job/{PING}/ret/minion-3", {"retcode": 0, "_stamp": "T3"}, 1e9)
+    view.apply(
+        f"salt/job/{PING}/ret/minion-3", {"id": "minion-3", "retcode": 0, "_stamp": "T3"}, 1e9
+    )
     row = view.tables()["jobs"][PING]
     assert (row["state"], row["success"], row["end_time"]) == ("complete", True, "T3")
 
@@ -631,11 +646,11 @@ def test_job_targeting_nobody_completes_at_once():
 def test_return_from_a_minion_that_was_not_targeted_is_shown():
     view = FormattedView()
     view.apply("salt/job/1/new", {"minions": ["m1"]}, 1.0)
-    view.apply("salt/job/1/ret/m2", {"retcode": 0}, 1.1)
+    view.apply("salt/job/1/ret/m2", {"id": "m2", "retcode": 0}, 1.1)
     row = view.tables()["jobs"]["1"]
     assert row["state"] == "running"
     assert row["minions"]["m2"]["success"] is True
-    view.apply("salt/job/1/ret/m1", {"retcode": 0}, 1.2)
+    view.apply("salt/job/1/ret/m1", {"id": "m1", "retcode": 0}, 1.2)
     assert view.tables()["jobs"]["1"]["state"] == "complete"
 
 
@@ -654,7 +669,7 @@ def test_return_for_an_evicted_job_comes_back_as_a_new_one():
     view = FormattedView(ViewLimits(max_jobs=2))
     for n in range(3):
         view.apply(f"salt/job/{n}/new", {"minions": ["m1"]}, float(n))
-    view.apply("salt/job/0/ret/m1", {"retcode": 0}, 3.0)
+    view.apply("salt/job/0/ret/m1", {"id": "m1", "retcode": 0}, 3.0)
     jobs = view.tables()["jobs"]
     assert list(jobs) == ["2", "0"]
     assert jobs["0"]["minions"] == {"m1": ok(None)}
@@ -663,7 +678,7 @@ def test_return_for_an_evicted_job_comes_back_as_a_new_one():
 def test_job_max_age_drops_old_jobs_complete_or_running():
     view = FormattedView(ViewLimits(job_max_age=100.0, job_timeout=1000.0))
     view.apply("salt/job/old-running/new", {"minions": ["m1"]}, 0.0)
-    view.apply("salt/job/old-done/ret/m1", {"retcode": 0}, 0.5)
+    view.apply("salt/job/old-done/ret/m1", {"id": "m1", "retcode": 0}, 0.5)
     view.apply("salt/job/young/new", {"minions": ["m1"]}, 50.0)
     assert not view.expire(99.9).jobs
     assert view.job_count == 3
@@ -678,7 +693,7 @@ def test_job_max_age_drops_old_jobs_complete_or_running():
 
 def test_age_counts_from_when_the_view_first_saw_the_job():
     view = FormattedView(ViewLimits(job_max_age=100.0))
-    view.apply("salt/job/1/ret/m1", {"retcode": 0}, 0.0)
+    view.apply("salt/job/1/ret/m1", {"id": "m1", "retcode": 0}, 0.0)
     view.apply("salt/job/1/new", {"minions": ["m1", "m2"]}, 90.0)  # reopened, not re-dated
     view.expire(100.0)
     assert view.job_count == 0
