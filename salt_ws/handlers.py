@@ -309,7 +309,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self.session: Any = None
         self.audience: Any = None
         self._sub: Subscription | None = None
-        self._wakeup = asyncio.Event()
+        self._inflight: asyncio.Future[None] | None = None  # a batch tornado has not flushed
         self._deadline: asyncio.TimerHandle | None = None
         self._authenticating = False
         self._ready_early = False
@@ -416,12 +416,12 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         services = self.services
         self._sub = services.hub.subscribe(
             self.channel,
-            self._wakeup.set,
+            self._flush,
             self._cut,
             services.snapshot(self.channel, self.audience),
             audience=self.audience.key if self.audience is not None else ADMIN,
         )
-        asyncio.get_running_loop().create_task(self._pump(self._sub))
+        self._flush()  # the snapshot, if any
 
     def on_close(self) -> None:
         self.services.sockets.discard(self)
@@ -429,34 +429,46 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
             self._deadline.cancel()
         if self._sub is not None:
             self.services.hub.unsubscribe(self._sub)
-        self._wakeup.set()
 
     def _cut(self, code: int, reason: str) -> None:
         log.warning(
             "salt_ws: closing %s client %s: %s", self.channel.value, self.request.remote_ip, reason
         )
-        self._wakeup.set()
         self.close(code, reason)
 
-    async def _pump(self, sub: Subscription) -> None:
-        """Write queued messages in order, a batch per ``write``, waiting for each to flush.
+    def _flush(self) -> None:
+        """Write what is queued, in order, a batch per ``write``; called on every publish.
 
-        Frames are built once per message for all clients (:func:`wire.frame`);
-        at most one batch sits in tornado's buffer, the rest waits in the
-        bounded outbox where the slow-client policy sees it.
+        Writing happens right here, not in a task per client: when the socket
+        takes the bytes at once, the event is on the wire before ``publish``
+        returns. When tornado cannot flush a batch, the next one waits for it
+        (:meth:`_written`), so at most one batch sits in tornado's buffer and
+        the rest stays in the bounded outbox, where the slow-client policy
+        sees it. Frames are built once per message for all clients
+        (:func:`wire.frame`).
         """
+        sub = self._sub
+        if sub is None or self._inflight is not None:
+            return
         outbox, counters, frame = sub.outbox, self.services.counters, wire.frame
-        try:
-            while sub.active:
-                if not outbox:
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                batch = outbox.take(WRITE_BATCH)
-                conn = self.ws_connection
-                if conn is None or conn.is_closing():
-                    return
-                await conn.stream.write(b"".join([frame(message) for message in batch]))
-                counters.messages_sent += len(batch)
-        except (tornado.iostream.StreamClosedError, tornado.websocket.WebSocketClosedError):
-            pass
+        while sub.active and outbox:
+            conn = self.ws_connection
+            if conn is None or conn.is_closing():
+                return
+            batch = outbox.take(WRITE_BATCH)
+            try:
+                written = conn.stream.write(b"".join([frame(message) for message in batch]))
+            except tornado.iostream.StreamClosedError:
+                return
+            counters.messages_sent += len(batch)
+            if not written.done():
+                self._inflight = written
+                written.add_done_callback(self._written)
+                return
+            written.exception()  # retrieve it: a closed stream ends the loop above
+
+    def _written(self, written: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if written.cancelled() or written.exception() is not None:
+            return  # the stream closed; on_close cleans up
+        self._flush()
