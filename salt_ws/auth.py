@@ -15,6 +15,7 @@ import copy
 import hashlib
 import logging
 import re
+import threading
 import time
 import urllib.parse
 from typing import Any, Callable, Mapping, TypeVar
@@ -125,6 +126,9 @@ class Authenticator:
         self._opts = opts
         self._auth = load_auth(opts)
         self._pattern = token_pattern(opts.get("hash_type") or "sha256")
+        # token -> expire, for tokens this engine issued or saw: see reap()
+        self._known: dict[str, float] = {}
+        self._known_lock = threading.Lock()
         # One worker: LoadAuth is not documented as thread-safe, and logins are rare.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-auth")
 
@@ -170,6 +174,7 @@ class Authenticator:
         except (KeyError, AttributeError, TypeError):
             self._auth.rm_token(token["token"])
             raise LoginFailed(f"no external_auth permissions for this user with eauth '{eauth}'")
+        self._remember(token["token"], float(token["expire"]))
         return {
             "perms": perms,
             "start": token["start"],
@@ -189,7 +194,33 @@ class Authenticator:
         session = Session(data)
         if session.expired(time.time() if now is None else now):
             return None
+        self._remember(token, session.expire)
         return session
+
+    def _remember(self, token: str, expire: float) -> None:
+        with self._known_lock:
+            self._known[token] = expire
+
+    def reap(self, now: float) -> list[str]:
+        """Tokens this engine knows that are expired at ``now``; they are forgotten here.
+
+        The engine removes them from the token store (:meth:`forget`) a moment
+        *before* they expire: Salt's own clean-up of expired tokens logs each
+        token it finds expired, and no token may reach a log line.
+        """
+        with self._known_lock:
+            due = [t for t, expire in self._known.items() if expire <= now]
+            for token in due:
+                del self._known[token]
+        return due
+
+    def forget(self, tokens: list[str]) -> None:
+        """Remove tokens from the master's token store (blocking)."""
+        for token in tokens:
+            try:
+                self._auth.rm_token(token)
+            except Exception:  # pylint: disable=broad-except
+                log.debug("salt_ws: could not remove an expired token", exc_info=True)
 
     def auth_list(self, session: Mapping[str, Any]) -> list[Any]:
         """The session's eauth permissions, as Salt's publish ACL computes them (blocking)."""
@@ -205,5 +236,7 @@ class Authenticator:
         """Invalidate ``token`` in the master's token store (blocking)."""
         if not self.well_formed(token):
             return False
+        with self._known_lock:
+            self._known.pop(token, None)
         self._auth.rm_token(token)
         return True

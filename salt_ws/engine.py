@@ -50,6 +50,7 @@ __all__ = ["Counters", "Engine", "run"]
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0  # seconds given to close frames before the process exits
+EXPIRE_EARLY = 1.0  # seconds before a token's expire time at which the engine ends it
 
 
 @dataclasses.dataclass
@@ -258,8 +259,14 @@ class Engine:
             await asyncio.sleep(0.5)
             try:
                 now = time.time()
-                if self.services is not None:
-                    self.services.close_expired(now)
+                if self.services is not None and self.auth is not None:
+                    # Tokens end EXPIRE_EARLY before their expire time: sockets are
+                    # closed and the token removed before Salt's own clean-up finds
+                    # it expired (which logs the token).
+                    self.services.close_expired(now + EXPIRE_EARLY)
+                    due = self.auth.reap(now + EXPIRE_EARLY)
+                    if due:
+                        await self._blocking(self.auth.forget, due)
                 self.view_changed(self.view.expire(now))
                 if time.monotonic() >= next_acl:
                     next_acl = time.monotonic() + self.config.acl_refresh_interval

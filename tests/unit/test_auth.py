@@ -412,3 +412,23 @@ def test_run_propagates_login_failed(authenticators):
 
     with pytest.raises(LoginFailed):
         asyncio.run(main())
+
+
+def test_reap_hands_out_known_tokens_once_they_are_due_and_forget_removes_them(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    token = auth.login(*ALICE)["token"]
+    expire = fake.tokens[token]["expire"]
+    assert auth.reap(expire - 5) == []
+    assert auth.reap(expire) == [token]
+    assert auth.reap(expire + 60) == []  # handed out once
+    auth.forget([token])
+    assert token not in fake.tokens
+    assert auth.session(token) is None
+
+
+def test_a_logged_out_token_is_not_reaped(authenticators):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    token = auth.login(*ALICE)["token"]
+    expire = fake.tokens[token]["expire"]
+    assert auth.logout(token)
+    assert auth.reap(expire + 1) == []
