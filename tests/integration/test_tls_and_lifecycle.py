@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import re
 import socket
@@ -12,6 +11,7 @@ import uuid
 
 import pytest
 
+from tests.certs import self_signed
 from tests.integration.conftest import (
     Collector,
     EngineMaster,
@@ -26,42 +26,10 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def make_cert(directory, combined: bool) -> tuple[str, str | None]:
-    """A self-signed certificate for 127.0.0.1 (separate key file unless ``combined``)."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+def make_cert(directory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key, as two files."""
+    cert_pem, key_pem = self_signed("127.0.0.1")
     crt = directory / "server.crt"
-    if combined:
-        crt.write_bytes(cert_pem + key_pem)
-        return str(crt), None
     keyfile = directory / "server.key"
     crt.write_bytes(cert_pem)
     keyfile.write_bytes(key_pem)
@@ -70,7 +38,7 @@ def make_cert(directory, combined: bool) -> tuple[str, str | None]:
 
 @pytest.fixture(scope="module")
 def tls_master(salt_factories, users_file, tmp_path_factory):
-    crt, key = make_cert(tmp_path_factory.mktemp("pki"), combined=False)
+    crt, key = make_cert(tmp_path_factory.mktemp("pki"))
     factory, port = start_master(salt_factories, users_file, {"ssl_crt": crt, "ssl_key": key})
     with factory.started(start_timeout=120):
         wait_listening(port)
