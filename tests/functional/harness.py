@@ -172,10 +172,19 @@ async def serving(
     services = Services(config, Hub(queue_limit), auth or FakeAuthenticator(), Counters())
     if snapshot is not None:
         services.snapshot = lambda channel, audience: snapshot(channel)
-    server = tornado.httpserver.HTTPServer(make_app(services), max_body_size=config.max_body_size)
+    async with serve_services(services) as site:
+        yield site
+
+
+@contextlib.asynccontextmanager
+async def serve_services(services: Services, site_class: type = Site) -> AsyncIterator[Any]:
+    """Serve make_app(services) on 127.0.0.1, on an ephemeral port; a ``site_class`` for it."""
+    server = tornado.httpserver.HTTPServer(
+        make_app(services), max_body_size=services.config.max_body_size
+    )
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets([sock])
-    site = Site(sock.getsockname()[1], services)
+    site = site_class(sock.getsockname()[1], services)
     try:
         yield site
     finally:

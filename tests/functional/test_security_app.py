@@ -22,14 +22,13 @@ import tornado.netutil
 import tornado.websocket
 
 from salt_ws import wire
-from salt_ws.app import make_app
 from salt_ws.auth import Session
 from salt_ws.config import parse
 from salt_ws.engine import Counters
 from salt_ws.handlers import CLIENT_READY, Services
 from salt_ws.hub import Channel, Hub
 
-from .harness import ALICE, GOOD_TOKEN, UNKNOWN_TOKEN, FakeAuthenticator, Site
+from .harness import ALICE, GOOD_TOKEN, UNKNOWN_TOKEN, FakeAuthenticator, Site, serve_services
 
 OTHER_TOKEN = "0b0b" * 16  # bob's live session
 OLD_TOKEN = "01d0" * 16  # a session that expires at EXPIRES
@@ -105,19 +104,8 @@ async def serving(
     services = Services(config, Hub(1000), auth or Auth(), Counters(), admit=admit)
     if snapshot is not None:
         services.snapshot = snapshot
-    server = tornado.httpserver.HTTPServer(make_app(services), max_body_size=config.max_body_size)
-    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server.add_sockets([sock])
-    site = SecureSite(sock.getsockname()[1], services)
-    try:
+    async with serve_services(services, SecureSite) as site:
         yield site
-    finally:
-        for conn in site.websockets:
-            conn.close()
-        server.stop()
-        site.http.close()
-        await asyncio.sleep(0.01)
-        await server.close_all_connections()
 
 
 async def stream_works(site: SecureSite, conn, count: int = 1) -> None:
