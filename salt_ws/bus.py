@@ -107,7 +107,6 @@ class BusReader(threading.Thread):
         self._ready = threading.Event()
         self._down_since: float | None = None
         self.connected = False
-        self.reconnects = 0
 
     def run(self) -> None:
         """Subscribe; if the subscription itself fails, retry with back-off (never silently)."""
@@ -162,7 +161,6 @@ class BusReader(threading.Thread):
             return
         if self._down_since is None:  # the first connection: nothing was missed
             return
-        self.reconnects += 1
         log.warning(
             "salt_ws: reconnected to the master event bus after %.1fs; "
             "events of that interval were missed",

@@ -64,10 +64,6 @@ class Counters:
     bus_reconnects: int = 0
 
 
-def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1e6):06d}"
-
-
 class Engine:
     """The running engine: one bus subscription, one HTTP server, one hub.
 
@@ -291,7 +287,7 @@ class Engine:
             self._link_down_since = change.at
             return wire.notice(
                 wire.GAP_TAG,
-                _stamp(change.at),
+                wire.stamp(change.at),
                 self.master_id,
                 reason="the engine lost its master event bus connection; reconnecting",
                 missed=True,
@@ -301,10 +297,10 @@ class Engine:
         self._link_down_since = None
         return wire.notice(
             wire.RESTORED_TAG,
-            _stamp(change.at),
+            wire.stamp(change.at),
             self.master_id,
             reason="event bus connection restored; events between down_since and now were missed",
-            down_since=_stamp(since) if since else None,
+            down_since=wire.stamp(since) if since else None,
             missed=True,
         )
 

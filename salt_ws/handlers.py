@@ -95,6 +95,14 @@ async def _admit_everyone(session: dict[str, Any]) -> Any:
     return None  # no permission filtering: tests and tools that do not need it
 
 
+def _error(status: int, message: str) -> dict[str, str]:
+    """saltnado's error body: ``{"status": "401 Unauthorized", "return": message}``."""
+    return {
+        "status": f"{status} {tornado.httputil.responses.get(status, 'Error')}",
+        "return": message,
+    }
+
+
 def _check_cors_origin(origin: str, allowed: str | tuple[str, ...] | None) -> str | None:
     """rest_tornado's rule: ``*``, one origin, or a list of origins."""
     if allowed is None:
@@ -158,8 +166,7 @@ class BaseHandler(_Redacting, tornado.web.RequestHandler):
 
     def fail(self, status: int, message: str) -> None:
         """An error in saltnado's shape: ``{"status": ..., "return": message}``."""
-        reason = tornado.httputil.responses.get(status, "Error")
-        self.reply({"status": f"{status} {reason}", "return": message}, status)
+        self.reply(_error(status, message), status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.fail(status_code, self._reason)
@@ -317,8 +324,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        reason = tornado.httputil.responses.get(status, "Error")
-        self.finish(wire.encode({"status": f"{status} {reason}", "return": message}))
+        self.finish(wire.encode(_error(status, message)))
 
     async def _authenticate(self, token: str) -> bool:
         auth = self.services.auth

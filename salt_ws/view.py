@@ -23,13 +23,12 @@ rendered by joining cached fragments; a new client gets the cached strings.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import enum
 import json
 from typing import Any, Iterable, Mapping, Protocol
 
 from salt_ws import events as ev
-from salt_ws.wire import encode
+from salt_ws.wire import encode, stamp
 
 __all__ = [
     "Command",
@@ -107,11 +106,6 @@ def _join(prefix: str, parts: list[str], suffix: str) -> str:
     if len(parts) == 1:
         return prefix + parts[0] + "}" + suffix
     return ",".join([prefix + parts[0], *parts[1:-1], parts[-1] + "}" + suffix])
-
-
-def _stamp(at: float) -> str:
-    """A time as Salt stamps events (``2026-11-28T06:41:57.388573+00:00``)."""
-    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
 
 
 class _Job:
@@ -379,7 +373,7 @@ class FormattedView:
                         mid, {"return": None, "retcode": None, "success": False, "error": error}
                     )
                 job.pending.clear()
-                job.finish(_stamp(now))
+                job.finish(stamp(now))
                 self._touch_job(jid)
                 changed = True
         return Update(jobs=changed)

@@ -9,6 +9,7 @@ rather than allowed to break a socket.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import math
@@ -100,9 +101,17 @@ def encode_event(tag: str, data: Any, master: str | None = None) -> str:
     return encode({"tag": tag, "data": data, "master": master})
 
 
-def notice(tag: str, stamp: str, master: str | None = None, **data: Any) -> str:
-    """Encode one of the engine's own notices (e.g. :data:`GAP_TAG`) in event shape."""
-    return encode_event(tag, {**data, "_stamp": stamp}, master)
+def stamp(at: float) -> str:
+    """A time as Salt stamps events (``2026-11-28T06:41:57.388573+00:00``)."""
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).isoformat()
+
+
+def notice(tag: str, at: str, master: str | None = None, **data: Any) -> str:
+    """Encode one of the engine's own notices (e.g. :data:`GAP_TAG`) in event shape.
+
+    ``at`` is its ``_stamp`` (see :func:`stamp`).
+    """
+    return encode_event(tag, {**data, "_stamp": at}, master)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -345,7 +345,7 @@ def test_a_lost_link_becomes_a_gap_notice(engine):
     [notice] = [json.loads(m) for m in client.received()]
     assert notice["tag"] == "salt_ws/bus/lost"
     assert notice["data"]["missed"] is True
-    assert notice["data"]["_stamp"] == "2023-11-14T22:13:20.250000"
+    assert notice["data"]["_stamp"] == "2023-11-14T22:13:20.250000+00:00"
     assert "reason" in notice["data"]
 
 
@@ -356,7 +356,7 @@ def test_a_restored_link_says_since_when_events_were_missed(engine, fleets):
     assert restored["tag"] == "salt_ws/bus/restored"
     assert restored["data"]["missed"] is True
     assert restored["data"]["down_since"] == lost["data"]["_stamp"]
-    assert restored["data"]["_stamp"] == "2023-11-14T22:13:23.500000"
+    assert restored["data"]["_stamp"] == "2023-11-14T22:13:23.500000+00:00"
     assert engine.counters.bus_reconnects == 1
 
 
