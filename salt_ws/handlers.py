@@ -95,6 +95,11 @@ async def _admit_everyone(session: dict[str, Any]) -> Any:
     return None  # no permission filtering: tests and tools that do not need it
 
 
+def _request_token(handler: tornado.web.RequestHandler) -> str | None:
+    """A token from the ``X-Auth-Token`` header or the session cookie."""
+    return handler.request.headers.get("X-Auth-Token") or handler.get_cookie(AUTH_COOKIE)
+
+
 def _error(status: int, message: str) -> dict[str, str]:
     """saltnado's error body: ``{"status": "401 Unauthorized", "return": message}``."""
     return {
@@ -195,7 +200,7 @@ class BaseHandler(_Redacting, tornado.web.RequestHandler):
 
     def request_token(self) -> str | None:
         """A token from the ``X-Auth-Token`` header or the session cookie."""
-        return self.request.headers.get("X-Auth-Token") or self.get_cookie(AUTH_COOKIE)
+        return _request_token(self)
 
 
 class LoginHandler(BaseHandler):
@@ -340,11 +345,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         if len(services.sockets) >= cfg.max_connections:
             self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
             return
-        token = (
-            urllib.parse.unquote(token or "")
-            or self.request.headers.get("X-Auth-Token", "")
-            or self.get_cookie(AUTH_COOKIE, "")
-        )
+        token = urllib.parse.unquote(token or "") or _request_token(self) or ""
         if token:
             if not await self._authenticate(token):
                 self._refuse(401, "invalid or expired token")
