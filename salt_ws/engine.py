@@ -89,8 +89,13 @@ class Engine:
         self.listening = False
         # option include_master: messages say which master they come from (multi-master)
         self.master_id: str | None = str(opts.get("id")) if config.include_master else None
+        # a master of masters: syndics forward their masters' events and returns here
+        self.syndics = bool(opts.get("order_masters", False))
+        syndic_wait = float(opts.get("syndic_wait", 5) or 0) if self.syndics else 0.0
         self.view = FormattedView(
-            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout), self.master_id
+            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout, syndic_wait),
+            self.master_id,
+            syndics=self.syndics,
         )
         self.fleet: Fleet | None = None
         self._stopping: asyncio.Event | None = None
@@ -232,20 +237,29 @@ class Engine:
                 log.warning("salt_ws: minion_data_cache is off; the formatted view shows no grains")
         try:
             minions = await self._blocking(self.fleet.seed)
+            syndics = await self._blocking(self.fleet.syndics) if self.syndics else []
         except Exception:  # pylint: disable=broad-except
             log.warning("salt_ws: could not read the fleet from the master", exc_info=True)
             return
-        self.view_changed(self.view.seed(minions))
+        self.view_changed(self.view.seed(minions, syndics))
 
     async def _housekeeping(self) -> None:
         """Twice a second: token expiry, job timeouts and bounds; ACL targets and, when
-        the master sends no presence events, presence at their intervals."""
-        presence_events = bool(self.opts.get("presence_events", False))
+        the master's presence events cannot be used, presence at their intervals."""
         interval = float(self.opts.get("loop_interval", 60) or 60)
-        if not presence_events:
+        # On a master of masters syndics re-fire their masters' presence events
+        # under the same tag, so this master's own presence must be checked.
+        own_presence = self.syndics or not self.opts.get("presence_events", False)
+        if not self.opts.get("presence_events", False):
             log.warning(
                 "salt_ws: presence_events is off on this master; the engine checks "
                 "connected minions itself every %gs (loop_interval)",
+                interval,
+            )
+        elif own_presence:
+            log.info(
+                "salt_ws: order_masters is on; the engine checks this master's connected "
+                "minions itself every %gs (loop_interval) and follows syndics' presence events",
                 interval,
             )
         next_presence = time.monotonic() + interval
@@ -267,11 +281,7 @@ class Engine:
                 if time.monotonic() >= next_acl:
                     next_acl = time.monotonic() + self.config.acl_refresh_interval
                     await self._refresh_audiences()
-                if (
-                    not presence_events
-                    and self.fleet is not None
-                    and time.monotonic() >= next_presence
-                ):
+                if own_presence and self.fleet is not None and time.monotonic() >= next_presence:
                     next_presence = time.monotonic() + interval
                     connected = await self._blocking(self.fleet.connected)
                     self.view_changed(self.view.presence(connected))
@@ -424,6 +434,7 @@ class Engine:
             "bus_reconnects": counters.bus_reconnects,
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
+            "syndics": self.view.syndic_ids,
         }
 
 

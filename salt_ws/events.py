@@ -4,7 +4,12 @@ Only what the formatted view needs is recognised; anything else parses to
 ``None``. Any minion can put any tag on the master bus (``event.send``), so
 events are recognised only in the shapes the master itself produces: a
 return or start event must name its minion in ``id``, presence events must
-carry lists. Parsing never raises: payloads come from the bus as Salt and third
+carry lists.
+
+On a master of masters (``order_masters``), each syndic forwards its own
+master's events with its id as a prefix, ``syndic/<syndic id>/<tag>`` (once per
+level when syndics are nested); such a tag parses to :class:`Forwarded`
+wrapping the inner event. Parsing never raises: payloads come from the bus as Salt and third
 parties fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a
 non-dict payload must not break anything downstream.
 """
@@ -17,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "Event",
+    "Forwarded",
     "JobNew",
     "JobReturn",
     "KeyAction",
@@ -25,6 +31,7 @@ __all__ = [
     "MinionStart",
     "PresenceChange",
     "PresencePresent",
+    "SyndicStart",
     "parse",
 ]
 
@@ -103,6 +110,13 @@ class MinionDataRefreshed:
     mid: str
 
 
+@dataclasses.dataclass(frozen=True)
+class SyndicStart:
+    """``salt/syndic/<sid>/start``: a syndic (re)connected to its master of masters."""
+
+    sid: str
+
+
 Event = (
     JobNew
     | JobReturn
@@ -111,7 +125,29 @@ Event = (
     | PresenceChange
     | MinionStart
     | MinionDataRefreshed
+    | SyndicStart
 )
+
+MAX_SYNDIC_DEPTH = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Forwarded:
+    """``syndic/<sid>/<tag>``: an event a syndic forwarded from its own master's bus.
+
+    Attributes:
+        via: the syndics it came through, from this master downwards; the
+            last one is the syndic whose master fired ``event``.
+        event: the event as that master saw it.
+    """
+
+    via: tuple[str, ...]
+    event: Event
+
+    @property
+    def syndic(self) -> str:
+        """The syndic whose master fired the event."""
+        return self.via[-1]
 
 
 def _ids(value: Any) -> frozenset[str]:
@@ -153,6 +189,15 @@ def parse(tag: Any, data: Any) -> Event | None:
     if not isinstance(data, dict):
         data = {}
     parts = tag.split("/")
+    if parts[0] == "syndic":
+        via = []
+        while len(parts) >= 3 and parts[0] == "syndic" and parts[1]:
+            via.append(parts[1])
+            parts = parts[2:]
+        if not via or len(via) > MAX_SYNDIC_DEPTH:
+            return None
+        inner = parse("/".join(parts), data)
+        return None if inner is None else Forwarded(tuple(via), inner)
     stamp = _str(data.get("_stamp"))
     if len(parts) >= 4 and parts[0] == "salt" and parts[1] == "job" and parts[2]:
         jid = parts[2]
@@ -206,6 +251,10 @@ def parse(tag: Any, data: Any) -> Event | None:
         if data.get("id") != parts[2]:
             return None  # a start event fired by another minion, or forged
         return MinionStart(parts[2])
+    if len(parts) == 4 and parts[:2] == ["salt", "syndic"] and parts[3] == "start" and parts[2]:
+        if data.get("id") != parts[2]:
+            return None
+        return SyndicStart(parts[2])
     if len(parts) == 3 and parts[:2] == ["minion", "refresh"] and parts[2]:
         return MinionDataRefreshed(parts[2])
     return None

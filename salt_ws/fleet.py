@@ -11,6 +11,7 @@ learn grains, and needs no ``netapi_enable_clients``.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Iterable, Mapping
 
 __all__ = ["Fleet"]
@@ -61,6 +62,13 @@ class Fleet:
     def load_grains(self, mids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         """Cached grains of several minions."""
         return {mid: self.grains(mid) for mid in mids}
+
+    def syndics(self) -> list[str]:
+        """Syndics that have returned to this master (Salt marks them in ``cachedir/syndics``)."""
+        try:
+            return sorted(os.listdir(os.path.join(self._opts["cachedir"], "syndics")))
+        except OSError:
+            return []
 
     def resolve(self, targets: Iterable[str]) -> dict[str, set[str]]:
         """Minions matched now by each compound target expression of an ACL."""

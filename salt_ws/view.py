@@ -15,6 +15,16 @@ each job carries ``success`` (all minions succeeded; ``null`` while running),
 ``job_timeout`` is marked ``{"success": false, "error": "..."}`` and the job
 completes. Each message is a complete table.
 
+Behind syndics (the master is a master of masters, ``order_masters``): the
+minions table also lists minions that syndics report (their forwarded presence
+and start events, and returns of jobs they announced), each with a
+``"syndic"`` field naming the syndic; a job expects the minions each syndic's
+own master targeted (its forwarded ``new`` event) instead of the syndic itself,
+and completes no sooner than ``syndic_wait`` after it started, as Salt's CLI
+waits for syndics to report. Because syndics also re-fire their masters'
+presence events under the plain tag, this master's own presence then comes
+only from :meth:`FormattedView.presence` (the engine's own check).
+
 Encoding is incremental: each minion and each job-minion entry keeps its
 JSON fragment, so an event re-encodes only what it changed and a table is
 rendered by joining cached fragments; a new client gets the cached strings.
@@ -60,11 +70,12 @@ class JobState(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ViewLimits:
-    """Bounds of the jobs table and the job timeout (engine options)."""
+    """Jobs table bounds, job timeout and (on a master of masters) Salt's ``syndic_wait``."""
 
     max_jobs: int = 1000
     job_max_age: float = 86400.0
     job_timeout: float = 600.0
+    syndic_wait: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +108,7 @@ class Update:
 
 
 _PENDING = {"return": None, "retcode": None, "success": None}
+LOCAL = ""  # the source of minions connected to this master (other sources: syndic ids)
 
 
 def _join(prefix: str, parts: list[str], suffix: str) -> str:
@@ -115,6 +127,7 @@ class _Job:
         "end_time",
         "fun",
         "jid",
+        "last_stamp",
         "minion_fragments",
         "minions",
         "pending",
@@ -125,6 +138,7 @@ class _Job:
         "tgt",
         "tgt_type",
         "user",
+        "via",
     )
 
     def __init__(
@@ -148,15 +162,26 @@ class _Job:
         self.state = JobState.RUNNING
         self.success: bool | None = None
         self.end_time: str | None = None
+        self.last_stamp: str | None = start_time  # of the latest event, for end_time
         self.pending = set(expected)  # targeted minions that have not returned
         self.minions: dict[str, dict[str, Any]] = {mid: dict(_PENDING) for mid in self.pending}
         self.minion_fragments: dict[str, str] = {}
+        self.via: dict[str, str] = {}  # minion -> the syndic that announced it for this job
 
     def expect(self, mids: Iterable[str]) -> None:
         for mid in mids:
             if mid not in self.minions:
                 self.minions[mid] = dict(_PENDING)
                 self.pending.add(mid)
+
+    def unexpect(self, mid: str) -> bool:
+        """Stop waiting for ``mid`` (a syndic, not a minion) unless it returned."""
+        if mid not in self.pending:
+            return False
+        self.pending.discard(mid)
+        del self.minions[mid]
+        self.minion_fragments.pop(mid, None)
+        return True
 
     def set_minion(self, mid: str, entry: dict[str, Any]) -> None:
         self.minions[mid] = entry
@@ -198,15 +223,24 @@ class FormattedView:
     """Minions and jobs tables, updated from bus events.
 
     Args:
-        limits: jobs table bounds and job timeout.
+        limits: jobs table bounds, job timeout and syndic wait.
+        master: with ``include_master``, this master's id, added to every table message.
+        syndics: this master is a master of masters: follow what syndics
+            forward, and take this master's presence only from :meth:`presence`.
     """
 
-    def __init__(self, limits: ViewLimits | None = None, master: str | None = None) -> None:
+    def __init__(
+        self, limits: ViewLimits | None = None, master: str | None = None, syndics: bool = False
+    ) -> None:
         self.limits = limits or ViewLimits()
         # option include_master: every table message also says which master it describes
         self._suffix = "}" if master is None else ',"master":' + encode(master) + "}"
+        self._follow_syndics = syndics
         self._minions: dict[str, dict[str, Any]] = {}
         self._minion_fragments: dict[str, str] = {}
+        # who reports each minion: LOCAL (this master) or a syndic id
+        self._sources: dict[str, set[str]] = {LOCAL: set()}
+        self._syndics: set[str] = set()
         self._jobs: dict[str, _Job] = {}
         self._job_fragments: dict[str, str] = {}
         # encoded tables: key None is the full view, other keys one audience's
@@ -219,6 +253,11 @@ class FormattedView:
     def minion_ids(self) -> list[str]:
         """Ids of the minions in the view."""
         return list(self._minions)
+
+    @property
+    def syndic_ids(self) -> list[str]:
+        """Ids of the syndics known to report to this master."""
+        return sorted(self._syndics)
 
     @property
     def job_count(self) -> int:
@@ -286,21 +325,28 @@ class FormattedView:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def seed(self, minions: Mapping[str, Mapping[str, Any] | None]) -> Update:
+    def seed(
+        self, minions: Mapping[str, Mapping[str, Any] | None], syndics: Iterable[str] = ()
+    ) -> Update:
         """(Re)start from the master's accepted, connected minions and their cached grains.
 
         Minions not in ``minions`` are dropped (a re-seed after a bus outage);
         ``None`` grains keep what the view knew and ask for them again.
+        ``syndics``: ids of syndics known to report to this master.
         """
-        update = self._remove([mid for mid in self._minions if mid not in minions])
+        update = self._learn_syndics(syndics)
+        update.merge(self._remove([mid for mid in self._sources[LOCAL] if mid not in minions]))
         update.minions = True
         missing = []
         for mid, grains in minions.items():
+            known = mid in self._sources[LOCAL]
+            self._sources[LOCAL].add(mid)
             if grains is None:
                 missing.append(mid)
-                if mid in self._minions:
+                if known:
                     continue
-            self._put_minion(mid, dict(grains or {}))
+                grains = self._minions[mid]["grains"] if mid in self._minions else {}
+            self._put_minion(mid, dict(grains))
         if missing:
             update.commands.append(LoadGrains(tuple(missing)))
         return update
@@ -310,13 +356,19 @@ class FormattedView:
         event = ev.parse(tag, data)
         if event is None:
             return Update()
+        if isinstance(event, ev.Forwarded):
+            return self._forwarded(event, now) if self._follow_syndics else Update()
         if isinstance(event, ev.JobNew):
             return self._job_new(event, now)
         if isinstance(event, ev.JobReturn):
             return self._job_return(event, now)
-        if isinstance(event, ev.PresencePresent):
-            return self.presence(event.present)
-        if isinstance(event, ev.PresenceChange):
+        if isinstance(event, ev.SyndicStart):
+            return self._learn_syndics([event.sid]) if self._follow_syndics else Update()
+        if isinstance(event, (ev.PresencePresent, ev.PresenceChange)):
+            if self._follow_syndics:
+                return Update()  # maybe a syndic's, re-fired under the plain tag
+            if isinstance(event, ev.PresencePresent):
+                return self.presence(event.present)
             return self._add(event.new).merge(self._remove(event.lost))
         if isinstance(event, ev.KeyChange):
             if event.act is ev.KeyAction.ACCEPT:
@@ -325,25 +377,29 @@ class FormattedView:
                 return self._remove([event.mid])
             return Update()
         if isinstance(event, ev.MinionStart):
+            if self._origin(event.mid) not in (None, LOCAL):
+                return Update()  # a syndic's minion: its start event re-fired under the plain tag
             update = self._add([event.mid])
             if not update.commands:
                 update.commands.append(LoadGrains((event.mid,)))
             return update
         if isinstance(event, ev.MinionDataRefreshed):
-            if event.mid in self._minions:
+            if event.mid in self._sources[LOCAL]:
                 return Update(commands=[LoadGrains((event.mid,))])
             return Update()
         return Update()  # pragma: no cover - parse() returns only the kinds above
 
-    def presence(self, present: Iterable[str]) -> Update:
-        """The full set of connected minions (presence event or the engine's own check).
+    def presence(self, present: Iterable[str], source: str = LOCAL) -> Update:
+        """The full set of minions connected to this master (or to syndic ``source``'s).
 
-        The minions table is re-sent every time, as saltnado's page promises
-        ("every loop_interval seconds").
+        Comes from a presence event or the engine's own check. The minions
+        table is re-sent every time, as saltnado's page promises ("every
+        loop_interval seconds").
         """
         present = set(present)
-        update = self._remove([mid for mid in self._minions if mid not in present])
-        update.merge(self._add(present))
+        members = self._sources.setdefault(source, set())
+        update = self._remove([mid for mid in members if mid not in present], source)
+        update.merge(self._add(present, source))
         update.minions = True
         return update
 
@@ -376,32 +432,123 @@ class FormattedView:
                 job.finish(stamp(now))
                 self._touch_job(jid)
                 changed = True
+            elif self._settle(job, now):  # syndics had time to report more minions
+                changed = True
         return Update(jobs=changed)
 
     # -- internals ------------------------------------------------------------------------
 
+    def _origin(self, mid: str) -> str | None:
+        """Who reports ``mid``: LOCAL, else the first syndic that does (None: nobody)."""
+        if mid in self._sources[LOCAL]:
+            return LOCAL
+        return min((s for s, members in self._sources.items() if mid in members), default=None)
+
     def _put_minion(self, mid: str, grains: dict[str, Any]) -> None:
-        self._minions[mid] = {"id": mid, "grains": grains}
+        entry: dict[str, Any] = {"id": mid, "grains": grains}
+        origin = self._origin(mid)
+        if origin:
+            entry["syndic"] = origin
+        self._minions[mid] = entry
         self._minion_fragments.pop(mid, None)
         self._minions_messages.clear()
 
-    def _add(self, mids: Iterable[str]) -> Update:
-        added = tuple(sorted(mid for mid in mids if mid not in self._minions))
-        for mid in added:
-            self._put_minion(mid, {})
-        if not added:
-            return Update()
-        return Update(minions=True, commands=[LoadGrains(added)])
+    def _add(self, mids: Iterable[str], source: str = LOCAL) -> Update:
+        members = self._sources.setdefault(source, set())
+        changed = False
+        load = []
+        for mid in sorted(set(mids) - members):
+            members.add(mid)
+            entry = self._minions.get(mid)
+            if entry is None or entry.get("syndic", LOCAL) != self._origin(mid):
+                self._put_minion(mid, entry["grains"] if entry else {})
+                changed = True
+                if source == LOCAL:
+                    load.append(mid)  # the master caches grains of its own minions only
+        return Update(minions=changed, commands=[LoadGrains(tuple(load))] if load else [])
 
-    def _remove(self, mids: Iterable[str]) -> Update:
-        removed = False
+    def _remove(self, mids: Iterable[str], source: str = LOCAL) -> Update:
+        members = self._sources.get(source, set())
+        changed = False
         for mid in list(mids):
-            if self._minions.pop(mid, None) is not None:
+            if mid not in members:
+                continue
+            members.discard(mid)
+            entry = self._minions[mid]
+            if self._origin(mid) is None:
+                del self._minions[mid]
                 self._minion_fragments.pop(mid, None)
-                removed = True
-        if removed:
-            self._minions_messages.clear()
-        return Update(minions=removed)
+                self._minions_messages.clear()
+            elif entry.get("syndic", LOCAL) != self._origin(mid):
+                self._put_minion(mid, entry["grains"])
+            else:
+                continue
+            changed = True
+        return Update(minions=changed)
+
+    def _learn_syndics(self, sids: Iterable[str]) -> Update:
+        """Note syndics; running jobs stop waiting for them as if they were minions."""
+        new = set(sids) - self._syndics
+        if not new:
+            return Update()
+        self._syndics |= new
+        update = Update()
+        for jid, job in self._jobs.items():
+            if job.state is JobState.RUNNING and any([job.unexpect(sid) for sid in new]):
+                self._touch_job(jid)
+                update.jobs = True
+        return update
+
+    def _forwarded(self, fwd: ev.Forwarded, now: float) -> Update:
+        """An event a syndic forwarded from its own master's bus."""
+        update = self._learn_syndics(fwd.via)
+        event, sid = fwd.event, fwd.syndic
+        if isinstance(event, ev.JobNew):
+            return update.merge(self._syndic_job(sid, event, now))
+        if isinstance(event, ev.PresencePresent):
+            return update.merge(self.presence(event.present, sid))
+        if isinstance(event, ev.PresenceChange):
+            return update.merge(self._add(event.new, sid)).merge(self._remove(event.lost, sid))
+        if isinstance(event, ev.MinionStart):
+            # If its re-fire under the plain tag came first (Salt 3007), it was
+            # taken for one of ours; the next presence check re-adds it if so.
+            return update.merge(self._add([event.mid], sid)).merge(self._remove([event.mid]))
+        if isinstance(event, ev.KeyChange):
+            if event.act is ev.KeyAction.ACCEPT:
+                return update.merge(self._add([event.mid], sid))
+            if event.act in (ev.KeyAction.DELETE, ev.KeyAction.REJECT):
+                return update.merge(self._remove([event.mid], sid))
+        if isinstance(event, ev.SyndicStart):
+            return update.merge(self._learn_syndics([event.sid]))
+        return update
+
+    def _syndic_job(self, sid: str, event: ev.JobNew, now: float) -> Update:
+        """Syndic ``sid``'s master published job ``event.jid`` to ``event.minions``."""
+        job = self._jobs.get(event.jid)
+        if job is None:  # this master's own new event was missed (engine started mid-job)
+            job = self._new_job(event, (), now)
+        answered = [m for m in event.minions if m in job.minions and m not in job.pending]
+        job.expect(event.minions)
+        for mid in event.minions:
+            job.via.setdefault(mid, sid)
+        if job.state is JobState.COMPLETE and job.pending:
+            job.state, job.success, job.end_time = JobState.RUNNING, None, None
+        self._settle(job, now)
+        self._touch_job(job.jid)
+        # minions whose returns overtook the announcement answered through this syndic
+        answered = [m for m in answered if m not in self._sources[LOCAL]]
+        return self._add(answered, sid).merge(Update(jobs=True))
+
+    def _settle(self, job: _Job, now: float) -> bool:
+        """Complete ``job`` if nobody is pending and syndics had time to report."""
+        wait = self.limits.syndic_wait
+        if job.state is not JobState.RUNNING or job.pending:
+            return False
+        if wait > 0 and now - job.started_at < wait:
+            return False
+        job.finish(job.last_stamp or stamp(now))
+        self._touch_job(job.jid)
+        return True
 
     def _touch_job(self, jid: str) -> None:
         self._job_fragments.pop(jid, None)
@@ -417,32 +564,31 @@ class FormattedView:
         while len(self._jobs) > self.limits.max_jobs:
             self._drop_job(next(iter(self._jobs)))
 
+    def _new_job(self, event: ev.JobNew, expected: Iterable[str], now: float) -> _Job:
+        job = _Job(
+            event.jid, event.fun, event.tgt, event.tgt_type, event.stamp, event.user, expected, now
+        )
+        self._insert_job(job)
+        return job
+
     def _job_new(self, event: ev.JobNew, now: float) -> Update:
+        # a syndic is not a minion: it never returns, its master's minions do
+        expected = [mid for mid in event.minions if mid not in self._syndics]
         job = self._jobs.get(event.jid)
         if job is None:
-            job = _Job(
-                event.jid,
-                event.fun,
-                event.tgt,
-                event.tgt_type,
-                event.stamp,
-                event.user,
-                event.minions,
-                now,
-            )
-            self._insert_job(job)
+            job = self._new_job(event, expected, now)
         else:  # a return overtook the new event: keep what was returned
             job.fun, job.tgt, job.tgt_type = event.fun, event.tgt, event.tgt_type
             job.start_time, job.user = event.stamp or job.start_time, event.user
-            job.expect(event.minions)
+            job.expect(expected)
             if job.state is JobState.COMPLETE and job.pending:
                 job.state, job.success, job.end_time = JobState.RUNNING, None, None
             self._touch_job(event.jid)
-        if not job.minions and job.state is JobState.RUNNING:
-            job.finish(event.stamp)  # targeted nobody
+        self._settle(job, now)  # targeted nobody: complete (after syndic_wait)
         return Update(jobs=True)
 
     def _job_return(self, event: ev.JobReturn, now: float) -> Update:
+        update = Update(jobs=True)
         job = self._jobs.get(event.jid)
         if job is None:
             # No new event seen (scheduled job, engine started mid-job): the
@@ -463,9 +609,16 @@ class FormattedView:
             event.mid,
             {"return": event.ret, "retcode": event.retcode, "success": event.success},
         )
-        if job.state is JobState.RUNNING and not job.pending:
-            job.finish(event.stamp)
-        elif job.state is JobState.COMPLETE:
+        job.last_stamp = event.stamp or job.last_stamp
+        sid = job.via.get(event.mid)
+        if sid is not None and event.mid not in self._sources[LOCAL]:
+            update.merge(self._add([event.mid], sid))  # it answered through its syndic
+            if event.fun == "grains.items" and isinstance(event.ret, dict) and event.success:
+                self._put_minion(event.mid, dict(event.ret))  # no grains cache here for it
+                update.minions = True
+        if job.state is JobState.RUNNING:
+            self._settle(job, now)
+        else:
             job.success = all(m.get("success") is True for m in job.minions.values())
         self._touch_job(event.jid)
-        return Update(jobs=True)
+        return update
