@@ -22,6 +22,12 @@ event bus and serves Salt's rest_tornado websocket API without salt-api:
   marked ``success: false``. Enable ``presence_events`` and a small
   ``loop_interval`` on the master, as for saltnado.
 
+On a master of masters (``order_masters: True``) the view also lists the
+minions behind syndics (from the presence, start and return events syndics
+forward; enable ``presence_events`` on the syndics' masters too), each with
+``"syndic": <syndic id>``; a job expects the minions each syndic's master
+targeted, and completes no sooner than the master's ``syndic_wait``.
+
 Tokens may also come in the ``X-Auth-Token`` header, the ``session_id``
 cookie, or (browsers) a first message ``{"token": "..."}`` on ``/all_events``
 or ``/formatted_events``. Each token sees what its eauth permissions allow

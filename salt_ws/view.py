@@ -457,7 +457,7 @@ class FormattedView:
         members = self._sources.setdefault(source, set())
         changed = False
         load = []
-        for mid in sorted(set(mids) - members):
+        for mid in sorted(set(mids) - members - self._syndics):  # a syndic is not a minion
             members.add(mid)
             entry = self._minions.get(mid)
             if entry is None or entry.get("syndic", LOCAL) != self._origin(mid):
@@ -493,6 +493,8 @@ class FormattedView:
             return Update()
         self._syndics |= new
         update = Update()
+        for source in list(self._sources):  # it connects like a minion, but is none
+            update.merge(self._remove(new, source))
         for jid, job in self._jobs.items():
             if job.state is JobState.RUNNING and any([job.unexpect(sid) for sid in new]):
                 self._touch_job(jid)
@@ -527,9 +529,12 @@ class FormattedView:
         job = self._jobs.get(event.jid)
         if job is None:  # this master's own new event was missed (engine started mid-job)
             job = self._new_job(event, (), now)
-        answered = [m for m in event.minions if m in job.minions and m not in job.pending]
-        job.expect(event.minions)
-        for mid in event.minions:
+        # as Salt's CLI does, expect no return from a syndic's id (often also a minion of
+        # the syndic's master, on the syndic's host)
+        minions = [mid for mid in event.minions if mid not in self._syndics]
+        answered = [m for m in minions if m in job.minions and m not in job.pending]
+        job.expect(minions)
+        for mid in minions:
             job.via.setdefault(mid, sid)
         if job.state is JobState.COMPLETE and job.pending:
             job.state, job.success, job.end_time = JobState.RUNNING, None, None

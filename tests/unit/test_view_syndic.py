@@ -295,3 +295,24 @@ def test_the_wire_shape_stays_saltnados_plus_the_syndic_field():
     assert set(message) == {"minions"}
     assert set(message["minions"]["behind-1"]) == {"id", "grains", "syndic"}
     assert set(message["minions"]["direct-1"]) == {"id", "grains"}
+
+
+def test_a_syndic_connected_like_a_minion_is_not_listed_as_one():
+    view = mom()
+    view.presence(["direct-1", "syndic-1"])  # Salt counts the syndic's connection as a minion's
+    assert "syndic-1" in minions(view)
+    view.apply("salt/syndic/syndic-1/start", {"id": "syndic-1", "cmd": "_minion_event"}, 0)
+    assert set(minions(view)) == {"direct-1"}
+    view.presence(["direct-1", "syndic-1"])
+    assert set(minions(view)) == {"direct-1"}
+
+
+def test_a_syndics_own_id_in_its_masters_target_list_is_not_waited_for():
+    """On the syndic's host a minion often shares the syndic's id; Salt's CLI skips it too."""
+    view = mom()
+    view.apply(f"salt/job/{JID}/new", new(JID, ["syndic-1"]), 0.0)
+    view.apply(f"syndic/syndic-1/salt/job/{JID}/new", new(JID, ["behind-1", "syndic-1"]), 0.1)
+    assert set(job(view)["minions"]) == {"behind-1"}
+    view.apply(f"salt/job/{JID}/ret/behind-1", ret(JID, "behind-1"), 0.2)
+    view.expire(WAIT)
+    assert job(view)["state"] == "complete"
