@@ -339,6 +339,8 @@ class FormattedView:
         update.minions = True
         missing = []
         for mid, grains in minions.items():
+            if mid in self._syndics:
+                continue  # connected like a minion, but none
             known = mid in self._sources[LOCAL]
             self._sources[LOCAL].add(mid)
             if grains is None:

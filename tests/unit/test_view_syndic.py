@@ -305,6 +305,8 @@ def test_a_syndic_connected_like_a_minion_is_not_listed_as_one():
     assert set(minions(view)) == {"direct-1"}
     view.presence(["direct-1", "syndic-1"])
     assert set(minions(view)) == {"direct-1"}
+    view.seed({"direct-1": None, "syndic-1": None}, syndics=["syndic-1"])  # bus reconnected
+    assert set(minions(view)) == {"direct-1"}
 
 
 def test_a_syndics_own_id_in_its_masters_target_list_is_not_waited_for():
