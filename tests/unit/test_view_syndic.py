@@ -318,3 +318,25 @@ def test_a_syndics_own_id_in_its_masters_target_list_is_not_waited_for():
     view.apply(f"salt/job/{JID}/ret/behind-1", ret(JID, "behind-1"), 0.2)
     view.expire(WAIT)
     assert job(view)["state"] == "complete"
+
+
+# -- engine wiring --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opts", "wait", "follows"),
+    [
+        ({"order_masters": True, "syndic_wait": 7}, 7.0, True),
+        ({"order_masters": True}, 5.0, True),  # Salt's default syndic_wait
+        ({"syndic_wait": 7}, 0.0, False),  # not a master of masters
+    ],
+)
+def test_the_engine_follows_syndics_only_on_a_master_of_masters(opts, wait, follows):
+    from salt_ws.config import parse
+    from salt_ws.engine import Engine
+
+    engine = Engine(opts=opts, config=parse({"disable_ssl": True}))
+    assert engine.view.limits.syndic_wait == wait
+    engine.view.apply("syndic/s1/salt/presence/present", presence(["behind-1"]), 0)
+    assert ("behind-1" in engine.view.minion_ids) is follows
+    assert engine.status()["syndics"] == (["s1"] if follows else [])
