@@ -6,6 +6,7 @@ package, as on a user's master. Every daemon is stopped by its fixture.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import websocket
@@ -125,6 +126,33 @@ class Collector:
         except Exception:
             pass
         self._thread.join(5)
+
+
+@contextlib.contextmanager
+def formatted(master: EngineMaster) -> Iterator[Collector]:
+    """A /formatted_events client that has received its snapshot; closed afterwards."""
+    client = Collector(f"{master.ws_url}/formatted_events/{master.login()['token']}")
+    try:
+        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
+        yield client
+    finally:
+        client.close()
+
+
+def latest(client: Collector, key: str) -> dict:
+    """The newest ``key`` table the client received ({} before the first)."""
+    return next((m[key] for m in reversed(list(client.messages)) if key in m), {})
+
+
+def loopback_minion(master_factory: Any, mid: str, address: str) -> Any:
+    """A minion connecting from its own loopback ``address`` (and reporting it as ``ipv4``).
+
+    Salt detects presence by the source address of a minion's publish
+    connection: without this it cannot tell two minions on one host apart.
+    """
+    return master_factory.salt_minion_daemon(
+        mid, overrides={"source_address": address, "grains": {"ipv4": [address]}}
+    )
 
 
 class EngineMaster:

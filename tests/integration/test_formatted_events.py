@@ -1,23 +1,22 @@
 """/formatted_events, ws.view and ws.status against a real master with two real minions.
 
-Salt detects presence by the source address of a minion's publish connection,
-so each minion connects from its own loopback address (and reports it as its
-``ipv4`` grain); otherwise Salt cannot tell two minions on one host apart.
-The tests run in order: the last ones stop a minion and delete a key.
+Each minion connects from its own loopback address (``loopback_minion``) so
+that Salt's presence detection can tell them apart. The tests run in order:
+the last ones stop a minion and delete a key.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from typing import Iterator
 
 import pytest
 
 from tests.integration.conftest import (
-    Collector,
     EngineMaster,
+    formatted,
+    latest,
+    loopback_minion,
     start_master,
     wait_listening,
     wait_until,
@@ -40,9 +39,7 @@ def fleet(salt_factories, users_file):
         started = []
         try:
             for mid, address in MINIONS.items():
-                minion = factory.salt_minion_daemon(
-                    mid, overrides={"source_address": address, "grains": {"ipv4": [address]}}
-                )
+                minion = loopback_minion(factory, mid, address)
                 minion.start(start_timeout=120)
                 started.append(minion)
                 minions[mid] = minion
@@ -50,22 +47,6 @@ def fleet(salt_factories, users_file):
         finally:
             for minion in started:
                 minion.terminate()
-
-
-@contextlib.contextmanager
-def formatted(master: EngineMaster) -> Iterator[Collector]:
-    """A /formatted_events client that has received its snapshot; closed afterwards."""
-    client = Collector(f"{master.ws_url}/formatted_events/{master.login()['token']}")
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
-        yield client
-    finally:
-        client.close()
-
-
-def latest(client: Collector, key: str) -> dict:
-    """The newest ``key`` table the client received ({} before the first)."""
-    return next((m[key] for m in reversed(list(client.messages)) if key in m), {})
 
 
 def test_fresh_client_gets_both_minions_with_grains_and_no_job(fleet):

@@ -12,8 +12,8 @@ Two Salt quirks are worked around here, not in the product:
 * salt-syndic 3008.4 stops forwarding after its first request: the syndic
   process runs through ``run_salt_syndic.py``, which mends that (see there).
 
-Each minion has its own loopback source address (and matching ``ipv4``
-grain) so that Salt's presence detection can tell them apart.
+Each minion connects from its own loopback address (``loopback_minion``) so
+that Salt's presence detection can tell them apart.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 import salt.version
@@ -30,6 +29,9 @@ import salt.version
 from tests.integration.conftest import (
     Collector,
     EngineMaster,
+    formatted,
+    latest,
+    loopback_minion,
     start_master,
     wait_listening,
     wait_until,
@@ -41,12 +43,6 @@ SALT_VERSION = salt.version.__saltstack_version__.info
 SYNDIC = "syndic-1"
 BEHIND = {"behind-1": "127.0.0.3", "behind-2": "127.0.0.4"}
 DIRECT = {"direct-1": "127.0.0.5"}
-
-
-def _minion(master_factory: Any, mid: str, address: str) -> Any:
-    return master_factory.salt_minion_daemon(
-        mid, overrides={"source_address": address, "grains": {"ipv4": [address]}}
-    )
 
 
 @pytest.fixture(scope="module")
@@ -71,27 +67,13 @@ def topology(salt_factories, users_file):
         stack.enter_context(syndic.started(start_timeout=120))
         minions = {}
         for mid, address in BEHIND.items():
-            minions[mid] = _minion(syndic.master, mid, address)
+            minions[mid] = loopback_minion(syndic.master, mid, address)
         for mid, address in DIRECT.items():
-            minions[mid] = _minion(factory, mid, address)
+            minions[mid] = loopback_minion(factory, mid, address)
         for minion in minions.values():
             minion.start(start_timeout=120)
             stack.callback(minion.terminate)
         yield mom, minions
-
-
-@contextlib.contextmanager
-def formatted(master: EngineMaster) -> Iterator[Collector]:
-    client = Collector(f"{master.ws_url}/formatted_events/{master.login()['token']}")
-    try:
-        wait_until(lambda: len(client.messages) >= 2, 10, "the snapshot")
-        yield client
-    finally:
-        client.close()
-
-
-def latest(client: Collector, key: str) -> dict:
-    return next((m[key] for m in reversed(list(client.messages)) if key in m), {})
 
 
 def publish(mom: EngineMaster, *args: str, tgt: str) -> str:
