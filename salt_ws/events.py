@@ -138,11 +138,12 @@ class Forwarded:
     Attributes:
         via: the syndics it came through, from this master downwards; the
             last one is the syndic whose master fired ``event``.
-        event: the event as that master saw it.
+        event: the event as that master saw it; ``None`` for one the view does
+            not track (it still tells which syndics exist).
     """
 
     via: tuple[str, ...]
-    event: Event
+    event: Event | None
 
     @property
     def syndic(self) -> str:
@@ -196,8 +197,7 @@ def parse(tag: Any, data: Any) -> Event | None:
             parts = parts[2:]
         if not via or len(via) > MAX_SYNDIC_DEPTH:
             return None
-        inner = parse("/".join(parts), data)
-        return None if inner is None else Forwarded(tuple(via), inner)
+        return Forwarded(tuple(via), parse("/".join(parts), data))
     stamp = _str(data.get("_stamp"))
     if len(parts) >= 4 and parts[0] == "salt" and parts[1] == "job" and parts[2]:
         jid = parts[2]

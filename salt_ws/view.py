@@ -32,6 +32,7 @@ rendered by joining cached fragments; a new client gets the cached strings.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -109,6 +110,7 @@ class Update:
 
 _PENDING = {"return": None, "retcode": None, "success": None}
 LOCAL = ""  # the source of minions connected to this master (other sources: syndic ids)
+ECHO_WINDOW = 2.0  # seconds within which a nested syndic's event is re-fired by its parents
 
 
 def _join(prefix: str, parts: list[str], suffix: str) -> str:
@@ -131,6 +133,7 @@ class _Job:
         "minion_fragments",
         "minions",
         "pending",
+        "settle_at",
         "start_time",
         "started_at",
         "state",
@@ -163,6 +166,7 @@ class _Job:
         self.success: bool | None = None
         self.end_time: str | None = None
         self.last_stamp: str | None = start_time  # of the latest event, for end_time
+        self.settle_at = now  # complete no sooner (a published job: after syndic_wait)
         self.pending = set(expected)  # targeted minions that have not returned
         self.minions: dict[str, dict[str, Any]] = {mid: dict(_PENDING) for mid in self.pending}
         self.minion_fragments: dict[str, str] = {}
@@ -241,6 +245,12 @@ class FormattedView:
         # who reports each minion: LOCAL (this master) or a syndic id
         self._sources: dict[str, set[str]] = {LOCAL: set()}
         self._syndics: set[str] = set()
+        self._linked: set[str] = set()  # syndics this master's presence check has seen
+        # recent events of nested syndics, which their parent syndics re-fire as their own:
+        # (time, event, ids of the syndics above the one it came from)
+        self._echoes: collections.deque[tuple[float, ev.Event, frozenset[str]]] = (
+            collections.deque()
+        )
         self._jobs: dict[str, _Job] = {}
         self._job_fragments: dict[str, str] = {}
         # encoded tables: key None is the full view, other keys one audience's
@@ -379,7 +389,7 @@ class FormattedView:
                 return self._remove([event.mid])
             return Update()
         if isinstance(event, ev.MinionStart):
-            if self._origin(event.mid) not in (None, LOCAL):
+            if event.mid in self._syndics or self._origin(event.mid) not in (None, LOCAL):
                 return Update()  # a syndic's minion: its start event re-fired under the plain tag
             update = self._add([event.mid])
             if not update.commands:
@@ -403,6 +413,14 @@ class FormattedView:
         update = self._remove([mid for mid in members if mid not in present], source)
         update.merge(self._add(present, source))
         update.minions = True
+        if source == LOCAL:
+            # A syndic connects to this master like a minion: once it has been seen and is
+            # gone, the minions behind it are out of reach until it reports them again.
+            for sid in self._syndics & present:
+                self._linked.add(sid)
+            for sid in self._linked - present:
+                self._linked.discard(sid)
+                update.merge(self._remove(list(self._sources.get(sid, ())), sid))
         return update
 
     def set_grains(self, mid: str, grains: Mapping[str, Any] | None) -> Update:
@@ -486,6 +504,8 @@ class FormattedView:
             else:
                 continue
             changed = True
+        if source != LOCAL and not members:
+            self._sources.pop(source, None)
         return Update(minions=changed)
 
     def _learn_syndics(self, sids: Iterable[str]) -> Update:
@@ -498,6 +518,8 @@ class FormattedView:
         for source in list(self._sources):  # it connects like a minion, but is none
             update.merge(self._remove(new, source))
         for jid, job in self._jobs.items():
+            for sid in new:
+                job.via.pop(sid, None)
             if job.state is JobState.RUNNING and any([job.unexpect(sid) for sid in new]):
                 self._touch_job(jid)
                 update.jobs = True
@@ -507,6 +529,9 @@ class FormattedView:
         """An event a syndic forwarded from its own master's bus."""
         update = self._learn_syndics(fwd.via)
         event, sid = fwd.event, fwd.syndic
+        if isinstance(event, (ev.PresencePresent, ev.PresenceChange, ev.MinionStart)):
+            if self._echo(fwd, now):
+                return update
         if isinstance(event, ev.JobNew):
             return update.merge(self._syndic_job(sid, event, now))
         if isinstance(event, ev.PresencePresent):
@@ -525,6 +550,25 @@ class FormattedView:
         if isinstance(event, ev.SyndicStart):
             return update.merge(self._learn_syndics([event.sid]))
         return update
+
+    def _echo(self, fwd: ev.Forwarded, now: float) -> bool:
+        """Is this a parent syndic re-firing, as its own, what a nested syndic just forwarded?
+
+        A syndic forwards its master's events twice: prefixed with its id, and
+        (Salt re-fires them there) under the plain tag; one level up, that
+        plain copy arrives prefixed with the parent syndic's id. Salt 3008
+        fires the prefixed copy first, which is what this recognises.
+        """
+        echoes = self._echoes
+        while echoes and now - echoes[0][0] > ECHO_WINDOW:
+            echoes.popleft()
+        if any(event == fwd.event and fwd.syndic in above for _, event, above in echoes):
+            return True
+        if len(fwd.via) > 1 and fwd.event is not None:
+            echoes.append((now, fwd.event, frozenset(fwd.via[:-1])))
+            if len(echoes) > 1024:
+                echoes.popleft()
+        return False
 
     def _syndic_job(self, sid: str, event: ev.JobNew, now: float) -> Update:
         """Syndic ``sid``'s master published job ``event.jid`` to ``event.minions``."""
@@ -548,10 +592,9 @@ class FormattedView:
 
     def _settle(self, job: _Job, now: float) -> bool:
         """Complete ``job`` if nobody is pending and syndics had time to report."""
-        wait = self.limits.syndic_wait
         if job.state is not JobState.RUNNING or job.pending:
             return False
-        if wait > 0 and now - job.started_at < wait:
+        if self.limits.syndic_wait > 0 and now < job.settle_at:
             return False
         job.finish(job.last_stamp or stamp(now))
         self._touch_job(job.jid)
@@ -575,6 +618,7 @@ class FormattedView:
         job = _Job(
             event.jid, event.fun, event.tgt, event.tgt_type, event.stamp, event.user, expected, now
         )
+        job.settle_at = now + self.limits.syndic_wait  # syndics may still announce minions
         self._insert_job(job)
         return job
 
@@ -620,9 +664,11 @@ class FormattedView:
         sid = job.via.get(event.mid)
         if sid is not None and event.mid not in self._sources[LOCAL]:
             update.merge(self._add([event.mid], sid))  # it answered through its syndic
-            if event.fun == "grains.items" and isinstance(event.ret, dict) and event.success:
-                self._put_minion(event.mid, dict(event.ret))  # no grains cache here for it
-                update.minions = True
+            answered = self._minions.get(event.mid)
+            if answered and event.fun == "grains.items" and isinstance(event.ret, dict):
+                if event.success and answered["grains"] != event.ret:
+                    self._put_minion(event.mid, dict(event.ret))  # no grains cache here for it
+                    update.minions = True
         if job.state is JobState.RUNNING:
             self._settle(job, now)
         else:

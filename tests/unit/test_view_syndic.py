@@ -70,13 +70,24 @@ def test_forwarded_tags_parse_to_the_inner_event_and_the_syndic_chain():
     [
         "syndic//salt/presence/present",  # no syndic id
         "syndic/s1",  # nothing forwarded
-        "syndic/s1/syndic",
-        "syndic/s1/salt/run/1/new",  # not something the view follows
         "/".join(["syndic/s"] * 9) + "/salt/presence/present",  # deeper than any real topology
     ],
 )
 def test_odd_forwarded_tags_parse_to_nothing(tag):
     assert ev.parse(tag, presence(["b"])) is None
+
+
+@pytest.mark.parametrize("tag", ["syndic/s1/salt/run/1/new", "syndic/s1/salt/auth", "syndic/s1/x"])
+def test_untracked_forwarded_events_still_name_their_syndic(tag):
+    assert ev.parse(tag, {"id": "x"}) == ev.Forwarded(("s1",), None)
+
+
+def test_any_forwarded_event_makes_its_syndic_known():
+    """Salt 3007, presence off on the syndic's master: its auth events still tell."""
+    view = mom()
+    view.apply("syndic/syndic-1/salt/auth", {"id": "behind-1", "act": "accept"}, 0.0)
+    view.apply(f"salt/job/{JID}/new", new(JID, ["direct-1", "syndic-1"]), 0.1)
+    assert set(job(view)["minions"]) == {"direct-1"}
 
 
 def test_a_syndic_start_must_name_the_syndic():
@@ -340,3 +351,65 @@ def test_the_engine_follows_syndics_only_on_a_master_of_masters(opts, wait, foll
     engine.view.apply("syndic/s1/salt/presence/present", presence(["behind-1"]), 0)
     assert ("behind-1" in engine.view.minion_ids) is follows
     assert engine.status()["syndics"] == (["s1"] if follows else [])
+
+
+# -- review regressions ---------------------------------------------------------------------
+
+
+def test_a_parent_syndics_refire_of_a_nested_syndics_presence_is_not_its_own():
+    """MoM <- top <- low (Salt 3008): top's master re-fires low's presence under the plain
+    tag and the top syndic forwards that too, as syndic/top/salt/presence/present."""
+    view = mom()
+    view.apply("syndic/top/syndic/low/salt/presence/present", presence(["low-minion"]), 0)
+    view.apply("syndic/low/salt/presence/present", presence(["low-minion"]), 0)
+    view.apply("syndic/top/salt/presence/present", presence(["top-minion", "low"]), 1)
+    assert set(minions(view)) == {"direct-1", "top-minion", "low-minion"}
+    view.apply("syndic/top/syndic/low/salt/presence/present", presence(["low-minion"]), 10)
+    view.apply("syndic/top/salt/presence/present", presence(["low-minion"]), 10)  # the re-fire
+    assert "top-minion" in minions(view)
+    assert minions(view)["low-minion"]["syndic"] == "low"
+    # after the echo window, the same content from top is top's own again
+    view.apply("syndic/top/salt/presence/present", presence(["low-minion"]), 13)
+    assert "top-minion" not in minions(view)
+
+
+def test_a_nested_minion_is_labelled_with_its_own_syndic_whatever_the_ids_sort_to():
+    view = mom()
+    view.apply("syndic/a-top/syndic/z-low/salt/presence/present", presence(["low-minion"]), 0)
+    view.apply("syndic/a-top/salt/presence/present", presence(["low-minion"]), 0)  # re-fire
+    assert minions(view)["low-minion"]["syndic"] == "z-low"
+
+
+def test_a_syndic_id_answering_grains_items_is_still_not_listed():
+    view = mom()
+    view.apply(f"salt/job/{JID}/new", new(JID, ["top"], fun="grains.items"), 0.0)
+    view.apply(f"syndic/top/salt/job/{JID}/new", new(JID, ["top-minion", "low"], "*", "g"), 0.1)
+    view.apply(f"syndic/top/syndic/low/salt/job/{JID}/new", new(JID, ["low-minion"]), 0.2)
+    grains = ret(JID, "low", {"os": "Debian"}, fun="grains.items")
+    view.apply(f"salt/job/{JID}/ret/low", grains, 0.3)  # the minion on low's host, low's id
+    assert "low" not in minions(view)
+
+
+def test_the_minions_behind_a_syndic_that_disconnected_drop_out():
+    view = mom()
+    view.apply("salt/syndic/syndic-1/start", {"id": "syndic-1"}, 0)
+    view.apply("syndic/syndic-1/salt/presence/present", presence(["behind-1"]), 0)
+    view.presence(["direct-1", "syndic-1"])  # this master sees the syndic connected
+    assert set(minions(view)) == {"direct-1", "behind-1"}
+    view.presence(["direct-1"])  # and then no more: nothing behind it is reachable
+    assert set(minions(view)) == {"direct-1"}
+    view.apply("syndic/syndic-1/salt/presence/present", presence(["behind-1"]), 5)  # back
+    assert set(minions(view)) == {"direct-1", "behind-1"}
+
+
+def test_a_job_known_only_from_a_return_does_not_wait_for_syndics():
+    """Scheduled jobs have no new event: nothing can announce more minions for them."""
+    view = mom()
+    view.apply(f"salt/job/{JID}/ret/direct-1", ret(JID, "direct-1"), 0.0)
+    assert job(view)["state"] == "complete"
+
+
+def test_a_syndic_ids_start_event_loads_no_grains():
+    view = mom()
+    view.apply("salt/syndic/syndic-1/start", {"id": "syndic-1"}, 0)
+    assert not view.apply("salt/minion/syndic-1/start", {"id": "syndic-1"}, 0)
