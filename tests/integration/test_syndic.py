@@ -73,7 +73,7 @@ def topology(salt_factories, users_file):
         for minion in minions.values():
             minion.start(start_timeout=120)
             stack.callback(minion.terminate)
-        yield mom, minions
+        yield mom, {**minions, SYNDIC: syndic}
 
 
 def publish(mom: EngineMaster, *args: str, tgt: str) -> str:
@@ -175,3 +175,22 @@ def test_a_minion_stopped_behind_the_syndic_drops_out(topology):
             "behind-2 to drop out through the syndic's presence events",
         )
         assert time.monotonic() - stopped < 60
+
+
+def test_minions_behind_a_stopped_syndic_drop_out(topology):
+    """The master of masters sees the syndic connected like a minion; once it is gone,
+    nothing behind it is reachable from here.
+
+    salt-factories also runs a salt-minion with the syndic's id and config file, which
+    therefore subscribes to this master's publish port too: it goes as well.
+    """
+    mom, daemons = topology
+    with formatted(mom) as client:
+        wait_until(lambda: "behind-1" in latest(client, "minions"), 60, "behind-1 listed")
+        daemons[SYNDIC].terminate()
+        daemons[SYNDIC].minion.terminate()
+        wait_until(
+            lambda: set(latest(client, "minions")) == set(DIRECT),
+            60,
+            "the minions behind the stopped syndic to drop out",
+        )
