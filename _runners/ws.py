@@ -35,8 +35,8 @@ def status():
     ``pid``, ``address``, ``port``, ``tls``, ``uptime`` (s), ``clients`` per
     endpoint, ``events_received``, ``messages_sent``, ``clients_cut_slow``,
     ``queue_high_water``, the bus link state, the number of ``minions`` and
-    ``jobs`` in the formatted view and, on a master of masters, the
-    ``syndics`` reporting to it. When no engine answers, one
+    ``jobs`` in the formatted view and ``syndics``, the syndics reporting to
+    it (empty unless it is a master of masters). When no engine answers, one
     ``message`` line says so and the exit code is 1. With several engine
     instances, ``engines`` maps each port to its report.
 
