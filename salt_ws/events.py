@@ -9,9 +9,11 @@ carry lists.
 On a master of masters (``order_masters``), each syndic forwards its own
 master's events with its id as a prefix, ``syndic/<syndic id>/<tag>`` (once per
 level when syndics are nested); such a tag parses to :class:`Forwarded`
-wrapping the inner event. Parsing never raises: payloads come from the bus as Salt and third
-parties fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a
-non-dict payload must not break anything downstream.
+wrapping the inner event.
+
+Parsing never raises: payloads come from the bus as Salt and third parties
+fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a non-dict
+payload must not break anything downstream.
 """
 
 from __future__ import annotations
