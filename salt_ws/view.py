@@ -562,7 +562,7 @@ class FormattedView:
         echoes = self._echoes
         while echoes and now - echoes[0][0] > ECHO_WINDOW:
             echoes.popleft()
-        if any(event == fwd.event and fwd.syndic in above for _, event, above in echoes):
+        if any(fwd.syndic in above and event == fwd.event for _, event, above in echoes):
             return True
         if len(fwd.via) > 1 and fwd.event is not None:
             echoes.append((now, fwd.event, frozenset(fwd.via[:-1])))
