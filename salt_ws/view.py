@@ -173,10 +173,13 @@ class _Job:
         self.via: dict[str, str] = {}  # minion -> the syndic that announced it for this job
 
     def expect(self, mids: Iterable[str]) -> None:
+        """Also wait for ``mids``; a completed job that now waits runs again."""
         for mid in mids:
             if mid not in self.minions:
                 self.minions[mid] = dict(_PENDING)
                 self.pending.add(mid)
+        if self.state is JobState.COMPLETE and self.pending:
+            self.state, self.success, self.end_time = JobState.RUNNING, None, None
 
     def unexpect(self, mid: str) -> bool:
         """Stop waiting for ``mid`` (a syndic, not a minion) unless it returned."""
@@ -575,15 +578,11 @@ class FormattedView:
         job = self._jobs.get(event.jid)
         if job is None:  # this master's own new event was missed (engine started mid-job)
             job = self._new_job(event, (), now)
-        # as Salt's CLI does, expect no return from a syndic's id (often also a minion of
-        # the syndic's master, on the syndic's host)
-        minions = [mid for mid in event.minions if mid not in self._syndics]
+        minions = self._expected(event.minions)
         answered = [m for m in minions if m in job.minions and m not in job.pending]
         job.expect(minions)
         for mid in minions:
             job.via.setdefault(mid, sid)
-        if job.state is JobState.COMPLETE and job.pending:
-            job.state, job.success, job.end_time = JobState.RUNNING, None, None
         self._settle(job, now)
         self._touch_job(job.jid)
         # minions whose returns overtook the announcement answered through this syndic
@@ -622,9 +621,14 @@ class FormattedView:
         self._insert_job(job)
         return job
 
+    def _expected(self, mids: Iterable[str]) -> list[str]:
+        """The minions a job waits for among ``mids``: a syndic never returns, its master's
+        minions do (and, as Salt's CLI, no return is awaited from a minion with a syndic's id,
+        which often runs on the syndic's host)."""
+        return [mid for mid in mids if mid not in self._syndics]
+
     def _job_new(self, event: ev.JobNew, now: float) -> Update:
-        # a syndic is not a minion: it never returns, its master's minions do
-        expected = [mid for mid in event.minions if mid not in self._syndics]
+        expected = self._expected(event.minions)
         job = self._jobs.get(event.jid)
         if job is None:
             job = self._new_job(event, expected, now)
@@ -632,8 +636,6 @@ class FormattedView:
             job.fun, job.tgt, job.tgt_type = event.fun, event.tgt, event.tgt_type
             job.start_time, job.user = event.stamp or job.start_time, event.user
             job.expect(expected)
-            if job.state is JobState.COMPLETE and job.pending:
-                job.state, job.success, job.end_time = JobState.RUNNING, None, None
             self._touch_job(event.jid)
         self._settle(job, now)  # targeted nobody: complete (after syndic_wait)
         return Update(jobs=True)
