@@ -249,8 +249,9 @@ class Engine:
         interval = float(self.opts.get("loop_interval", 60) or 60)
         # On a master of masters syndics re-fire their masters' presence events
         # under the same tag, so this master's own presence must be checked.
-        own_presence = self.syndics or not self.opts.get("presence_events", False)
-        if not self.opts.get("presence_events", False):
+        presence_events = bool(self.opts.get("presence_events", False))
+        own_presence = self.syndics or not presence_events
+        if not presence_events:
             log.warning(
                 "salt_ws: presence_events is off on this master; the engine checks "
                 "connected minions itself every %gs (loop_interval)",
