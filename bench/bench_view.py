@@ -27,15 +27,12 @@ Timings: ``time.perf_counter``, each measurement repeated, the median reported.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
 import json
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable, Iterator
@@ -43,12 +40,9 @@ from typing import Any, Callable, Iterator
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from salt_ws.view import FormattedView, Update, ViewLimits  # noqa: E402
+from machine import machine_state  # noqa: E402
 
-try:
-    import psutil
-except ImportError:  # pragma: no cover - optional
-    psutil = None
+from salt_ws.view import FormattedView, Update, ViewLimits  # noqa: E402
 
 SNAPSHOT_TARGET_MS = 200.0  # cold snapshot at the largest fleet
 GROWTH_LIMIT = 2.0  # apply µs/event (without presence) at the largest fleet vs the smallest
@@ -561,48 +555,6 @@ def bench_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
 # -- report -------------------------------------------------------------------------------------
 
 
-def machine_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    state["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        state["git"] = subprocess.run(
-            ["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    if psutil is not None:
-        me = os.getpid()
-        procs = []
-        for p in psutil.process_iter(["pid"]):
-            if p.pid != me:
-                with contextlib.suppress(psutil.Error):
-                    p.cpu_percent(None)
-                    procs.append(p)
-        time.sleep(1.0)
-        busy = []
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                pct = p.cpu_percent(None)
-                if pct >= 5.0:
-                    busy.append({"pid": p.pid, "cpu_pct": round(pct),
-                                 "cmd": " ".join(p.cmdline())[:80] or p.name()})  # fmt: skip
-        state["other_busy_processes"] = sorted(busy, key=lambda b: -b["cpu_pct"])[:6]
-    return state
-
-
 def print_machine(state: dict[str, Any], label: str) -> None:
     print(
         f"machine ({label}): nproc={state['nproc']} affinity={state.get('affinity')} "
@@ -691,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (3 if args.quick else 7)
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    before = machine_state()
+    before = machine_state(REPO)
     print_machine(before, "start")
     print(f"events/measurement={args.events:,} repeats={args.repeats} batch={BATCH} jobs={JOBS} "
           f"presence every {args.presence_every} events")  # fmt: skip
@@ -701,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"... {n:,} minions", flush=True)
         results.append(bench_fleet(n, args))
     elapsed = time.perf_counter() - started
-    after = machine_state()
+    after = machine_state(REPO)
     print_results(results, args)
     print()
     checks = verdicts(results)
