@@ -1,13 +1,16 @@
-"""Shared fixtures for the unit tests: throwaway TLS material."""
+"""Shared fixtures and helpers for the unit tests: throwaway TLS material, a hub client."""
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from salt_ws.acl import ADMIN
+from salt_ws.hub import Channel
 from tests.certs import key_pem, self_signed
 
 
@@ -39,3 +42,17 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     files.other_key.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
     files.garbage.write_bytes(b"this is not a PEM file\n")
     return files
+
+
+class Client:
+    """A subscriber that records what the engine's hub queues for it."""
+
+    def __init__(self, engine: Any, audience: str = ADMIN, channel: Channel = Channel.ALL_EVENTS):
+        self.sub = engine.hub.subscribe(channel, lambda: None, self._cut, audience=audience)
+        self.cuts: list[int] = []
+
+    def _cut(self, code: int, reason: str) -> None:
+        self.cuts.append(code)
+
+    def received(self) -> list[str]:
+        return self.sub.outbox.take(10_000)

@@ -23,6 +23,7 @@ from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.hub import Channel
 from salt_ws.view import FormattedView
+from tests.unit.conftest import Client
 
 NOW = 1_700_000_000.0
 GRAINS = {
@@ -178,22 +179,6 @@ def test_forget_audience_leaves_other_audiences_cached(view):
 
 
 # -- Engine: per-audience fan-out ---------------------------------------------------------------
-
-
-class Client:
-    """A subscriber that records what the hub queues for it."""
-
-    def __init__(
-        self, engine: Engine, audience: str = ADMIN, channel: Channel = Channel.ALL_EVENTS
-    ) -> None:
-        self.sub = engine.hub.subscribe(channel, lambda: None, self._cut, audience=audience)
-        self.cuts: list[int] = []
-
-    def _cut(self, code: int, reason: str) -> None:
-        self.cuts.append(code)
-
-    def received(self) -> list[str]:
-        return self.sub.outbox.take(10_000)
 
 
 class FakeFleet:

@@ -23,6 +23,7 @@ from salt_ws.bus import Handoff, LinkChange
 from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.hub import Channel
+from tests.unit.conftest import Client
 
 
 class ManualLoop:
@@ -201,20 +202,6 @@ def test_concurrent_producers_lose_nothing_on_a_real_loop():
 # -- Engine.consume ----------------------------------------------------------------------------
 
 
-class Client:
-    """A subscriber that records what the hub queues for it."""
-
-    def __init__(self, engine: Engine, channel: Channel = Channel.ALL_EVENTS) -> None:
-        self.sub = engine.hub.subscribe(channel, lambda: None, self._cut)
-        self.cuts: list[int] = []
-
-    def _cut(self, code: int, reason: str) -> None:
-        self.cuts.append(code)
-
-    def received(self) -> list[str]:
-        return self.sub.outbox.take(10_000)
-
-
 class FakeFleet:
     """Stands in for salt_ws.fleet.Fleet (the master's keys, cache and presence)."""
 
@@ -298,7 +285,7 @@ def test_recorded_master_events_reach_a_client_unchanged_and_in_order(engine):
 
 
 def test_raw_event_frames_go_to_all_events_only(engine):
-    formatted = Client(engine, Channel.FORMATTED_EVENTS)
+    formatted = Client(engine, channel=Channel.FORMATTED_EVENTS)
     engine.consume([("salt/job/1/new", {"jid": "1"}), ("custom/tag", {"x": 1})])
     for message in formatted.received():  # the formatted view's tables, if anything
         assert set(json.loads(message)) != {"tag", "data"}
