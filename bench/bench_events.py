@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -323,15 +323,11 @@ class Client:
                 return
 
 
-def client_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[str, Any]) -> None:
-    """A client process: a few clients on one asyncio loop; one result message."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and aborts us
-    clients = [Client(i, spec, shared) for i in idxs]
+def _run_and_report(
+    wid: int, clients: list[Client], main: Callable[[], Awaitable[None]], shared: dict[str, Any]
+) -> None:
+    """Run a worker's loop; send its CPU/wall time and every client's result to the parent."""
     cpu0, wall0 = time.process_time(), time.time()
-
-    async def main() -> None:
-        await asyncio.gather(*(c.run() for c in clients))
-
     try:
         asyncio.run(main())
     except Exception as exc:  # pylint: disable=broad-except
@@ -341,6 +337,17 @@ def client_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[
     shared["results"].put(
         ("clients", wid, {"cpu_s": cpu, "wall_s": wall}, [c.result() for c in clients])
     )
+
+
+def client_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[str, Any]) -> None:
+    """A client process: a few clients on one asyncio loop; one result message."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and aborts us
+    clients = [Client(i, spec, shared) for i in idxs]
+
+    async def main() -> None:
+        await asyncio.gather(*(c.run() for c in clients))
+
+    _run_and_report(wid, clients, main, shared)
 
 
 def bus_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[str, Any]) -> None:
@@ -358,7 +365,6 @@ def bus_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[str
     clients = [Client(i, spec, shared) for i in idxs]
     bench = f"bench/{spec['run']}/"
     probe = f"benchprobe/{spec['run']}/"
-    cpu0, wall0 = time.process_time(), time.time()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -388,15 +394,7 @@ def bus_worker(wid: int, idxs: list[int], spec: dict[str, Any], shared: dict[str
             for event in events:
                 event.destroy()
 
-    try:
-        asyncio.run(main())
-    except Exception as exc:  # pylint: disable=broad-except
-        for c in clients:
-            c.error = c.error or f"worker failed: {exc!r}"
-    cpu, wall = time.process_time() - cpu0, time.time() - wall0
-    shared["results"].put(
-        ("clients", wid, {"cpu_s": cpu, "wall_s": wall}, [c.result() for c in clients])
-    )
+    _run_and_report(wid, clients, main, shared)
 
 
 # --------------------------------------------------------------------------
