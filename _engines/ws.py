@@ -68,6 +68,21 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           login_failure_window: 60   # seconds
           acl_refresh_interval: 30   # seconds between re-resolutions of eauth ACL targets
           include_master: False      # add "master": <master id> to every message (multi-master)
+          # hardening: see README "Security" for each limit
+          max_unauthenticated: 64    # websockets open without a checked token, in all
+          max_unauthenticated_per_address: 8   # ... from one address (IPv6: one /64)
+          http_timeout: 10           # seconds to send a request's headers and body; idle keep-alive
+          max_http_connections: 1000 # open HTTP connections not yet upgraded, in all
+          max_http_connections_per_address: 32  # ... from one address (IPv6: one /64)
+          max_connections_per_user: 200  # open websockets per user (eauth + name), all tokens
+          trusted_proxies: []        # addresses/networks whose X-Forwarded-For is believed
+          max_pending_logins: 16     # logins waiting for eauth (HTTP 503 beyond)
+          cookie_secure: False       # always mark the session cookie Secure (TLS proxy in front)
+          client_queue_bytes: 134217728  # bytes a client may fall behind before it is cut (4001)
+          frame_cache_bytes: 67108864    # bytes of encoded frames shared between clients
+          bus_queue_bytes: 268435456     # bytes of bus events waiting for the engine loop
+          max_minions: 100000        # minions in the formatted view (more are refused, counted)
+          max_jobs_bytes: 268435456  # bytes of the encoded jobs table (oldest jobs dropped first)
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

@@ -9,6 +9,7 @@ problem is reported as :class:`ConfigError` naming the offending option.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import ssl
 from typing import Any, Mapping
@@ -64,6 +65,22 @@ class Config:
     login_failure_window: float = 60.0
     acl_refresh_interval: float = 30.0
     include_master: bool = False
+    # hardening (issue 9): budgets for peers that have not authenticated, HTTP time-outs,
+    # login guessing, and memory bounded in bytes
+    max_unauthenticated: int = 64
+    max_unauthenticated_per_address: int = 8
+    http_timeout: float = 10.0
+    max_http_connections: int = 1000
+    max_http_connections_per_address: int = 32
+    max_connections_per_user: int = 200
+    trusted_proxies: tuple[str, ...] = ()
+    max_pending_logins: int = 16
+    cookie_secure: bool = False
+    client_queue_bytes: int = 128 * 1024 * 1024
+    frame_cache_bytes: int = 64 * 1024 * 1024
+    bus_queue_bytes: int = 256 * 1024 * 1024
+    max_minions: int = 100_000
+    max_jobs_bytes: int = 256 * 1024 * 1024
 
     @property
     def tls(self) -> bool:
@@ -77,7 +94,7 @@ DEFAULTS = Config()
 # They are accepted (so a rest_tornado block moves over unchanged) and ignored.
 IGNORED_REST_TORNADO_OPTIONS = frozenset({"webhook_disable_auth", "webhook_url"})
 
-_BOOL_OPTIONS = ("disable_ssl", "debug", "websockets", "include_master")
+_BOOL_OPTIONS = ("disable_ssl", "debug", "websockets", "include_master", "cookie_secure")
 
 
 def _fmt(number: float) -> str:
@@ -125,6 +142,23 @@ def _cors(value: Any) -> str | tuple[str, ...] | None:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
         return tuple(value)
     raise ConfigError("cors_origin", f"expected '*', an origin or a list of origins, got {value!r}")
+
+
+def _networks(name: str, value: Any) -> tuple[str, ...]:
+    """A list of addresses or networks (``10.0.0.5``, ``10.0.0.0/24``, ``::1``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(name, f"expected a list of addresses or networks, got {value!r}")
+    found = []
+    for item in value:
+        try:
+            found.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(name, f"not an address or network: {item!r}") from None
+    return tuple(found)
 
 
 def _readable(name: str, path: str) -> str:
@@ -180,6 +214,7 @@ def parse(raw: Mapping[str, Any] | None) -> Config:
         ("handshake_timeout", 0.1, 3600),
         ("login_failure_window", 1, 86400),
         ("acl_refresh_interval", 1, 86400),
+        ("http_timeout", 0.5, 3600),
     ):
         if name in raw:
             values[name] = _number(name, raw[name], lo, hi)
@@ -190,11 +225,24 @@ def parse(raw: Mapping[str, Any] | None) -> Config:
         ("max_message_size", 64, 16 * 1024 * 1024),
         ("max_body_size", 1024, 16 * 1024 * 1024),
         ("login_max_failures", 1, 1_000_000),
+        ("max_unauthenticated", 1, 1_000_000),
+        ("max_unauthenticated_per_address", 1, 1_000_000),
+        ("max_http_connections", 1, 1_000_000),
+        ("max_http_connections_per_address", 1, 1_000_000),
+        ("max_connections_per_user", 1, 1_000_000),
+        ("max_pending_logins", 1, 10_000),
+        ("client_queue_bytes", 65536, 1 << 40),
+        ("frame_cache_bytes", 0, 1 << 40),
+        ("bus_queue_bytes", 1 << 20, 1 << 40),
+        ("max_minions", 1, 10_000_000),
+        ("max_jobs_bytes", 1 << 20, 1 << 40),
     ):
         if name in raw:
             values[name] = _int(name, raw[name], lo, hi)
     if "cors_origin" in raw:
         values["cors_origin"] = _cors(raw["cors_origin"])
+    if "trusted_proxies" in raw:
+        values["trusted_proxies"] = _networks("trusted_proxies", raw["trusted_proxies"])
     if values.get("websockets") is False:
         raise ConfigError(
             "websockets", "this engine only serves websockets; remove the option or set it True"

@@ -49,6 +49,20 @@ def plain(**options):
         ("login_failure_window", 60.0),
         ("acl_refresh_interval", 30.0),
         ("include_master", False),
+        ("max_unauthenticated", 64),
+        ("max_unauthenticated_per_address", 8),
+        ("http_timeout", 10.0),
+        ("max_http_connections", 1000),
+        ("max_http_connections_per_address", 32),
+        ("max_connections_per_user", 200),
+        ("trusted_proxies", ()),
+        ("max_pending_logins", 16),
+        ("cookie_secure", False),
+        ("client_queue_bytes", 128 * 1024 * 1024),
+        ("frame_cache_bytes", 64 * 1024 * 1024),
+        ("bus_queue_bytes", 256 * 1024 * 1024),
+        ("max_minions", 100_000),
+        ("max_jobs_bytes", 256 * 1024 * 1024),
     ],
     ids=str,
 )
@@ -84,6 +98,20 @@ def test_the_defaults_table_covers_every_option():
         "login_failure_window",
         "acl_refresh_interval",
         "include_master",
+        "max_unauthenticated",
+        "max_unauthenticated_per_address",
+        "http_timeout",
+        "max_http_connections",
+        "max_http_connections_per_address",
+        "max_connections_per_user",
+        "trusted_proxies",
+        "max_pending_logins",
+        "cookie_secure",
+        "client_queue_bytes",
+        "frame_cache_bytes",
+        "bus_queue_bytes",
+        "max_minions",
+        "max_jobs_bytes",
     }
 
 
@@ -456,4 +484,26 @@ def test_engine_docstring_documents_every_option_with_its_default():
     assert set(documented) == {f.name for f in dataclasses.fields(Config)}
     for option, value in documented.items():
         if option not in ("ssl_crt", "ssl_key", "address"):  # examples, not defaults
-            assert value == getattr(DEFAULTS, option), option
+            default = getattr(DEFAULTS, option)
+            assert value == (list(default) if isinstance(default, tuple) else default), option
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        (None, ()),
+        ("10.0.0.5", ("10.0.0.5/32",)),
+        (["10.0.0.0/24", "::1"], ("10.0.0.0/24", "::1/128")),
+        (["10.0.0.7/24"], ("10.0.0.0/24",)),
+    ],
+    ids=str,
+)
+def test_trusted_proxies_are_networks(raw, parsed):
+    assert parse({**PLAIN, "trusted_proxies": raw}).trusted_proxies == parsed
+
+
+@pytest.mark.parametrize("raw", [["not-an-ip"], 5, {"a": 1}, ["10.0.0.0/33"]], ids=str)
+def test_trusted_proxies_refuse_what_is_not_an_address(raw):
+    with pytest.raises(ConfigError) as err:
+        parse({**PLAIN, "trusted_proxies": raw})
+    assert err.value.option == "trusted_proxies"
