@@ -3,8 +3,12 @@
 Login and token checks go through :class:`salt.auth.LoadAuth`, exactly as
 salt-api does, so every eauth backend, ``token_expire`` and the master's
 token store behave as users know them. ``LoadAuth`` is synchronous and may
-touch disk or PAM, so callers run these methods off the event loop (see
-:meth:`Authenticator.run`).
+touch disk or PAM, so callers run these methods off the event loop: logins
+(:meth:`Authenticator.run_login`) on a worker thread and ``LoadAuth`` of their
+own, with a bounded queue, because a failing PAM login sleeps for seconds;
+token lookups, permissions, logout and token clean-up
+(:meth:`Authenticator.run`) on another, so no websocket's token check waits
+behind a login.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import concurrent.futures
 import copy
 import hashlib
 import logging
+import math
 import re
 import threading
 import time
@@ -21,7 +26,9 @@ import urllib.parse
 from typing import Any, Callable, Mapping, TypeVar
 
 __all__ = [
+    "MAX_TOKEN_EXPIRE",
     "Authenticator",
+    "LoginBusy",
     "LoginFailed",
     "RedactingFilter",
     "Session",
@@ -33,6 +40,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_TOKEN_EXPIRE = 10 * 365 * 86400.0  # a requested token_expire beyond this is refused
+MAX_KNOWN = 100_000  # tokens the engine keeps track of for early removal (see reap)
 
 
 def token_pattern(hash_type: str) -> re.Pattern[str]:
@@ -95,6 +105,26 @@ class LoginFailed(Exception):
     """Credentials were refused (HTTP 401)."""
 
 
+class LoginBusy(Exception):
+    """``max_pending_logins`` logins are already waiting for eauth (HTTP 503)."""
+
+
+def check_token_expire(value: float) -> float:
+    """``value`` if it is a sane token lifetime in seconds.
+
+    Raises:
+        ValueError: for NaN, an infinity, zero or less (an already expired
+            token), or more than :data:`MAX_TOKEN_EXPIRE` (Salt's token store
+            fails on dates past year 9999).
+    """
+    if not math.isfinite(value) or not 0 < value <= MAX_TOKEN_EXPIRE:
+        raise ValueError(
+            "field 'token_expire' must be a number of seconds above 0 and at most "
+            f"{MAX_TOKEN_EXPIRE:.0f}"
+        )
+    return value
+
+
 class Session(dict):
     """A token's data as Salt's token store has it (``name``, ``eauth``, ``expire``, ...)."""
 
@@ -111,34 +141,73 @@ class Session(dict):
 class Authenticator:
     """Salt eauth for the engine's handlers.
 
+    Two worker threads, each with its own ``LoadAuth`` (which is not documented
+    as thread-safe): one for logins, one for everything else.
+
     Args:
         opts: the master's opts.
         load_auth: factory for the Salt auth object (tests inject a fake).
+        max_pending_logins: logins running or waiting at most; one more raises
+            :class:`LoginBusy` at once.
     """
 
     def __init__(
-        self, opts: Mapping[str, Any], load_auth: Callable[[Any], Any] | None = None
+        self,
+        opts: Mapping[str, Any],
+        load_auth: Callable[[Any], Any] | None = None,
+        max_pending_logins: int = 16,
     ) -> None:
         if load_auth is None:
             import salt.auth  # pylint: disable=import-outside-toplevel
 
             load_auth = salt.auth.LoadAuth
         self._opts = opts
-        self._auth = load_auth(opts)
+        self._auth = load_auth(opts)  # token lookups, permissions, logout, clean-up
+        self._login_auth = load_auth(opts)  # logins only
         self._pattern = token_pattern(opts.get("hash_type") or "sha256")
-        # token -> expire, for tokens this engine issued or saw: see reap()
+        # token -> whole second at which it ends, for tokens this engine issued or saw:
+        # see reap()
         self._known: dict[str, float] = {}
         self._known_lock = threading.Lock()
-        # One worker: LoadAuth is not documented as thread-safe, and logins are rare.
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-auth")
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-token")
+        self._logins = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-login")
+        self.max_pending_logins = max_pending_logins
+        self.logins_pending = 0  # only touched on the event loop
+        self.logins_refused_busy = 0
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
-        """Run a blocking method of this class on the auth worker thread."""
+        """Run a blocking method of this class on the token worker thread (not for logins)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
+    async def run_login(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a login (:meth:`login`) on the login worker thread.
+
+        Raises:
+            LoginBusy: ``max_pending_logins`` logins are running or waiting.
+        """
+        if self.logins_pending >= self.max_pending_logins:
+            self.logins_refused_busy += 1
+            raise LoginBusy(
+                f"too many logins waiting (max_pending_logins: {self.max_pending_logins})"
+            )
+        self.logins_pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._logins, func, *args)
+        finally:
+            self.logins_pending -= 1
+
+    def stats(self) -> dict[str, int]:
+        """Logins in flight and refused, tokens tracked for early removal."""
+        return {
+            "logins_pending": self.logins_pending,
+            "logins_refused_busy": self.logins_refused_busy,
+            "tokens_known": len(self._known),
+        }
+
     def shutdown(self) -> None:
-        """Stop the worker thread."""
+        """Stop the worker threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._logins.shutdown(wait=False, cancel_futures=True)
 
     def well_formed(self, token: Any) -> bool:
         """True if ``token`` has the shape of this master's tokens."""
@@ -150,18 +219,21 @@ class Authenticator:
         """Authenticate and return saltnado's login payload (blocking).
 
         ``token_expire`` (seconds) is honoured only where the master's
-        ``token_expire_user_override`` allows it, as in salt-api.
+        ``token_expire_user_override`` allows it, as in salt-api. Runs on the
+        login thread (:meth:`run_login`).
 
         Raises:
             LoginFailed: the eauth backend refused the credentials, or the
                 user has no ``external_auth`` entry for that backend.
+            ValueError: ``token_expire`` is not a sane lifetime
+                (:func:`check_token_expire`).
         """
         import salt.netapi  # pylint: disable=import-outside-toplevel
 
         creds: dict[str, Any] = {"username": username, "password": password, "eauth": eauth}
         if token_expire is not None:
-            creds["token_expire"] = token_expire
-        token = self._auth.mk_token(creds)
+            creds["token_expire"] = check_token_expire(float(token_expire))
+        token = self._login_auth.mk_token(creds)
         if "token" not in token:
             raise LoginFailed("could not authenticate using the provided credentials")
         try:
@@ -172,7 +244,7 @@ class Authenticator:
                 salt.netapi.sum_permissions(token, copy.deepcopy(dict(eauth_config)))
             )
         except (KeyError, AttributeError, TypeError):
-            self._auth.rm_token(token["token"])
+            self._login_auth.rm_token(token["token"])
             raise LoginFailed(f"no external_auth permissions for this user with eauth '{eauth}'")
         self._remember(token["token"], float(token["expire"]))
         return {
@@ -186,7 +258,7 @@ class Authenticator:
 
     def session(self, token: str, now: float | None = None) -> Session | None:
         """The token's session, or None if malformed, unknown or expired (blocking)."""
-        if not self.well_formed(token):
+        if not self.well_formed(token) or not self._exists(token):
             return None
         data = self._auth.get_tok(token)
         if not data:
@@ -197,16 +269,72 @@ class Authenticator:
         self._remember(token, session.expire)
         return session
 
+    def _exists(self, token: str) -> bool:
+        """False if the token store says, cheaply, that ``token`` is not there.
+
+        Salt's ``get_tok`` logs a WARNING, with the token, for every token it
+        cannot load (Salt 3008: ``Token '...' could not be loaded``), unknown
+        ones included. Salt 3008 keeps tokens in the cache bank ``tokens``
+        (``LoadAuth.cache``), whose ``contains`` is a file test for localfs; with
+        any other store, or if the check fails, ``get_tok`` decides.
+        """
+        cache = getattr(self._auth, "cache", None)
+        if cache is None or self._opts.get("eauth_tokens.cache_driver") == "rediscluster":
+            return True
+        try:
+            return bool(cache.contains("tokens", token))
+        except Exception:  # pylint: disable=broad-except
+            log.debug("salt_ws: the token store cannot say whether a token exists", exc_info=True)
+            return True
+
     def _remember(self, token: str, expire: float) -> None:
+        # Salt's Cache.store keeps int(now + token_expire) as the entry's own expiry,
+        # up to a second before the token's float 'expire': the whole second counts.
+        ends = math.floor(expire) if math.isfinite(expire) else expire
         with self._known_lock:
-            self._known[token] = expire
+            if token in self._known or len(self._known) < MAX_KNOWN:
+                self._known[token] = ends
+
+    def load_known(self, now: float | None = None) -> int:
+        """Track every token already in the store, as if this engine had issued it (blocking).
+
+        At engine start, so that tokens issued before a restart are removed
+        early too (:meth:`reap`). Tokens already expired are removed now.
+        Returns how many tokens are tracked.
+        """
+        now = time.time() if now is None else now
+        try:
+            tokens = list(self._auth.list_tokens() or [])
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: could not list the token store", exc_info=True)
+            return 0
+        found = 0
+        for token in tokens:
+            if not self.well_formed(token):
+                continue
+            try:
+                data = self._auth.get_tok(token)
+            except Exception:  # pylint: disable=broad-except
+                log.debug("salt_ws: could not read a stored token", exc_info=True)
+                continue
+            if not data:
+                continue  # Salt removed it (expired or unreadable)
+            expire = Session(data).expire
+            if expire <= now:
+                self.forget([token])
+                continue
+            self._remember(token, expire)
+            found += 1
+        return found
 
     def reap(self, now: float) -> list[str]:
         """Tokens this engine knows that are expired at ``now``; they are forgotten here.
 
         The engine removes them from the token store (:meth:`forget`) a moment
         *before* they expire: Salt's own clean-up of expired tokens logs each
-        token it finds expired, and no token may reach a log line.
+        token it finds expired, and no token may reach a log line. A token
+        counts as expired from the whole second of its ``expire`` time, as
+        Salt's cache keeps it.
         """
         with self._known_lock:
             due = [t for t, expire in self._known.items() if expire <= now]

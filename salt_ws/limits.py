@@ -1,62 +1,255 @@
-"""Rate limits that need memory: failed logins per source address (pure; time is a parameter)."""
+"""Limits that need memory: failed logins, connection slots, and the client address they count.
+
+Pure: no tornado, no Salt; time is a parameter. Per-address limits count an IPv4
+address, or an IPv6 address's /64 (:func:`address_key`): one host usually holds a
+whole /64, so counting its addresses one by one would give it 2**64 budgets.
+"""
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-__all__ = ["LoginThrottle"]
+__all__ = ["LoginThrottle", "Network", "Slots", "address_key", "client_address", "networks"]
+
+# Attempts a key may hold beyond max_failures: those recorded while their check is
+# still running (parallel logins that all passed retry_after).
+IN_FLIGHT = 64
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Table = collections.OrderedDict[Any, collections.deque[float]]
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def address_key(address: str) -> str:
+    """What per-address limits count: an IPv4 address, or an IPv6 address's /64.
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address. Anything that is not
+    an IP address (a Unix socket's empty peer) is its own key.
+    """
+    ip = _ip(address)
+    if ip is None:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def networks(specs: Iterable[str]) -> tuple[Network, ...]:
+    """Parse ``trusted_proxies`` (validated by the config already)."""
+    return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
+
+
+def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[Network]) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in trusted)
+
+
+def is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    """True if ``address`` is an IP address inside one of the ``trusted`` networks."""
+    ip = _ip(address)
+    return ip is not None and bool(trusted) and _trusted(ip, trusted)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: ``peer``, or what trusted proxies say in ``X-Forwarded-For``.
+
+    The header is read only when ``peer`` is a trusted proxy. Each proxy appends
+    the address it got the request from, so the list is walked from the right,
+    skipping trusted hops: the first untrusted address is the client (anything
+    left of it was written by the client and proves nothing). An entry that is
+    not an address ends the walk at the last good hop; when every hop is trusted
+    the leftmost is the client.
+
+    Args:
+        peer: the TCP peer's address.
+        forwarded_for: every ``X-Forwarded-For`` header value, in order.
+        trusted: the ``trusted_proxies`` networks.
+    """
+    peer_ip = _ip(peer)
+    if peer_ip is None or not trusted or not _trusted(peer_ip, trusted):
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
+    client = peer_ip
+    for hop in reversed(hops):
+        ip = _ip(hop)
+        if ip is None:
+            break
+        client = ip
+        if not _trusted(ip, trusted):
+            break
+    return str(client)
 
 
 class LoginThrottle:
-    """Slows down password guessing: ``max_failures`` per ``window`` seconds per address.
+    """Slows down password guessing: ``max_failures`` per ``window`` seconds per address
+    (:func:`address_key`) and, separately, per username.
 
-    Past the limit, :meth:`retry_after` says how long the address must wait
-    (the handler answers 429 with ``Retry-After``); a success clears the
-    address. Memory is bounded: at most ``max_addresses`` are tracked, the
-    least recently failed forgotten first.
+    Past either limit, :meth:`retry_after` says how long to wait (the handler
+    answers 429 with ``Retry-After``). A caller records each attempt as a failure
+    *before* checking the credentials, so parallel guesses count too, and on
+    success withdraws that one attempt (:meth:`succeeded`). A success clears
+    nothing else: clearing the address would let the holder of any account
+    alternate guesses with its own logins, and clearing the username would give a
+    guesser spread over many addresses fresh tries each time the real user logs
+    in; a user's own typos leave the window by themselves.
+
+    Memory is bounded: at most ``max_addresses`` addresses and as many usernames
+    are tracked (the least recently failed forgotten first), each with at most
+    ``max_failures`` + :data:`IN_FLIGHT` times; usernames are kept as 16-byte
+    digests, whatever their length, compared case-insensitively (LDAP and others
+    ignore case).
     """
 
     def __init__(self, max_failures: int, window: float, max_addresses: int = 10000) -> None:
         self.max_failures = max_failures
         self.window = window
         self.max_addresses = max_addresses
-        self._failures: collections.OrderedDict[str, collections.deque[float]] = (
-            collections.OrderedDict()
-        )
+        self._addresses: _Table = collections.OrderedDict()
+        self._users: _Table = collections.OrderedDict()
+        self.throttled = 0  # retry_after answers that were not 0
 
-    def _recent(self, address: str, now: float) -> collections.deque[float] | None:
-        times = self._failures.get(address)
+    @staticmethod
+    def _user(username: str) -> bytes:
+        return hashlib.blake2b(
+            username.casefold().encode("utf-8", "replace"), digest_size=16
+        ).digest()
+
+    def _keys(
+        self, address: str, username: str | None
+    ) -> list[tuple[collections.OrderedDict, object]]:
+        keys: list[tuple[collections.OrderedDict, object]] = [
+            (self._addresses, address_key(address))
+        ]
+        if username is not None:
+            keys.append((self._users, self._user(username)))
+        return keys
+
+    def _recent(self, table: _Table, key: Any, now: float) -> collections.deque[float] | None:
+        times = table.get(key)
         if times is None:
             return None
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
-            del self._failures[address]
+            del table[key]
             return None
         return times
 
-    def retry_after(self, address: str, now: float) -> float:
-        """Seconds ``address`` must wait before trying again (0: go ahead)."""
-        times = self._recent(address, now)
+    def _wait(self, table: _Table, key: Any, now: float) -> float:
+        times = self._recent(table, key, now)
         if times is None or len(times) < self.max_failures:
             return 0.0
         # blocked until enough failures leave the window to get under the limit
         return max(0.0, times[-self.max_failures] + self.window - now)
 
-    def failed(self, address: str, now: float) -> None:
-        """Record a failed login from ``address``.
+    def retry_after(self, address: str, now: float, username: str | None = None) -> float:
+        """Seconds to wait before trying again from ``address`` (as ``username``); 0: go ahead."""
+        wait = max(self._wait(table, key, now) for table, key in self._keys(address, username))
+        if wait > 0:
+            self.throttled += 1
+        return wait
 
-        Callers record an attempt *before* checking the credentials (and call
-        :meth:`succeeded` after a success), so parallel guesses count too.
+    def failed(self, address: str, now: float, username: str | None = None) -> None:
+        """Record a failed (or not yet checked) attempt from ``address`` as ``username``."""
+        for table, key in self._keys(address, username):
+            times = self._recent(table, key, now)
+            if times is None:
+                times = table[key] = collections.deque(maxlen=self.max_failures + IN_FLIGHT)
+            times.append(now)
+            table.move_to_end(key)
+            while len(table) > self.max_addresses:
+                table.popitem(last=False)
+
+    def succeeded(self, address: str, now: float, username: str | None = None) -> None:
+        """Withdraw the attempt recorded at ``now`` by :meth:`failed`; nothing else."""
+        for table, key in self._keys(address, username):
+            times = table.get(key)
+            if times is not None and now in times:
+                times.remove(now)
+                if not times:
+                    del table[key]
+
+    def stats(self) -> dict[str, int]:
+        """Tracked addresses and usernames, and how often an attempt was refused."""
+        return {
+            "addresses": len(self._addresses),
+            "usernames": len(self._users),
+            "throttled": self.throttled,
+        }
+
+
+class Slots:
+    """Counted holders per key: at most ``total`` in all and ``per_key`` per key.
+
+    Keys with no holder are forgotten, so memory follows what is open.
+    """
+
+    def __init__(self, total: int, per_key: int) -> None:
+        self.total = total
+        self.per_key = per_key
+        self._counts: dict[str, int] = {}
+        self._open = 0
+        self.refused_total = 0
+        self.refused_per_key = 0
+
+    def __len__(self) -> int:
+        return self._open
+
+    def count(self, key: str) -> int:
+        """Holders of ``key``."""
+        return self._counts.get(key, 0)
+
+    def refusal(self, key: str, exempt: bool = False) -> str | None:
+        """Why one more holder of ``key`` would be refused (``"total"``, ``"per_key"``), or None.
+
+        ``exempt`` keys (trusted proxies) are bound by the total only.
         """
-        times = self._recent(address, now)
-        if times is None:
-            times = self._failures[address] = collections.deque()
-        times.append(now)
-        self._failures.move_to_end(address)
-        while len(self._failures) > self.max_addresses:
-            self._failures.popitem(last=False)
+        if self._open >= self.total:
+            return "total"
+        if not exempt and self.count(key) >= self.per_key:
+            return "per_key"
+        return None
 
-    def succeeded(self, address: str) -> None:
-        """Forget ``address``'s failures."""
-        self._failures.pop(address, None)
+    def acquire(self, key: str, exempt: bool = False) -> str | None:
+        """Take a slot for ``key``; returns None, or the refusal (counted) and takes nothing."""
+        refusal = self.refusal(key, exempt)
+        if refusal == "total":
+            self.refused_total += 1
+        elif refusal == "per_key":
+            self.refused_per_key += 1
+        else:
+            self._counts[key] = self.count(key) + 1
+            self._open += 1
+        return refusal
+
+    def release(self, key: str) -> None:
+        """Give back a slot of ``key`` (harmless if it holds none)."""
+        count = self._counts.get(key, 0)
+        if count <= 0:
+            return
+        self._open -= 1
+        if count == 1:
+            del self._counts[key]
+        else:
+            self._counts[key] = count - 1
+
+    def stats(self) -> dict[str, int]:
+        """Open slots and refusals by reason."""
+        return {
+            "open": self._open,
+            "refused_total": self.refused_total,
+            "refused_per_key": self.refused_per_key,
+        }

@@ -18,6 +18,7 @@ import pytest
 
 from salt_ws.auth import (
     Authenticator,
+    LoginBusy,
     LoginFailed,
     RedactingFilter,
     Session,
@@ -58,6 +59,10 @@ class FakeLoadAuth:
         self.calls.append(("rm_token", token))
         self.tokens.pop(token, None)
 
+    def list_tokens(self) -> list[str]:
+        self.calls.append(("list_tokens", None))
+        return list(self.tokens)
+
     def called(self, name: str) -> list[Any]:
         return [arg for call, arg in self.calls if call == name]
 
@@ -85,7 +90,7 @@ def make_auth(
 
     opts = {"external_auth": copy.deepcopy(EXTERNAL_AUTH), **opts}
     auth = Authenticator(opts, load_auth=load_auth)
-    assert seen_opts == [opts]
+    assert seen_opts and all(seen is opts for seen in seen_opts)
     return auth, fake
 
 
@@ -393,14 +398,14 @@ def test_logout_removes_the_token(authenticators):
 # -- running off the event loop ----------------------------------------------------------------
 
 
-def test_run_calls_the_function_on_the_auth_worker_thread(authenticators):
+def test_run_calls_the_function_on_the_token_worker_thread(authenticators):
     auth, _ = authenticators()
 
     async def main():
         return await auth.run(lambda a, b: (threading.current_thread().name, a + b), 1, 2)
 
     name, total = asyncio.run(main())
-    assert name.startswith("salt_ws-auth")
+    assert name.startswith("salt_ws-token")
     assert total == 3
 
 
@@ -432,3 +437,200 @@ def test_a_logged_out_token_is_not_reaped(authenticators):
     expire = fake.tokens[token]["expire"]
     assert auth.logout(token)
     assert auth.reap(expire + 1) == []
+
+
+# -- logins apart from token lookups (issue 9, finding 7) ---------------------------------------
+
+
+class SlowLoadAuth(FakeLoadAuth):
+    """mk_token takes ``delay`` seconds (PAM's fail delay); records the thread of each call.
+
+    Instances share one token store, as LoadAuth instances share the master's.
+    """
+
+    def __init__(self, delay: float, tokens: dict[str, dict[str, Any]]) -> None:
+        super().__init__({ALICE: {"name": "alice", "eauth": "pam", "expire": time.time() + 60}})
+        self.tokens = tokens
+        self.delay = delay
+        self.threads: list[tuple[str, str]] = []
+
+    def mk_token(self, creds):
+        self.threads.append(("mk_token", threading.current_thread().name))
+        time.sleep(self.delay)
+        return super().mk_token(creds)
+
+    def get_tok(self, token):
+        self.threads.append(("get_tok", threading.current_thread().name))
+        return super().get_tok(token)
+
+
+def slow_auth(delay: float = 0.3, **kwargs: Any) -> tuple[Authenticator, list[SlowLoadAuth]]:
+    made: list[SlowLoadAuth] = []
+    store: dict[str, dict[str, Any]] = {}
+
+    def load_auth(opts):
+        made.append(SlowLoadAuth(delay, store))
+        return made[-1]
+
+    opts = {"external_auth": copy.deepcopy(EXTERNAL_AUTH)}
+    return Authenticator(opts, load_auth=load_auth, **kwargs), made
+
+
+def test_logins_and_token_lookups_use_their_own_thread_and_load_auth():
+    auth, made = slow_auth(0.0)
+    try:
+
+        async def main():
+            token = (await auth.run_login(auth.login, *ALICE))["token"]
+            return await auth.run(auth.session, token)
+
+        assert asyncio.run(main())["name"] == "alice"
+        [login_side] = [m for m in made if m.called("mk_token")]
+        [lookup_side] = [m for m in made if m.called("get_tok")]
+        assert login_side is not lookup_side
+        assert login_side.threads[0][1].startswith("salt_ws-login")
+        assert lookup_side.threads[0][1].startswith("salt_ws-token")
+    finally:
+        auth.shutdown()
+
+
+def test_a_token_lookup_does_not_wait_behind_slow_logins():
+    auth, _ = slow_auth(0.3)
+    try:
+
+        async def main():
+            logins = [
+                asyncio.ensure_future(auth.run_login(auth.login, "alice", "wrong", "pam"))
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            await auth.run(auth.session, TOKEN)
+            waited = time.monotonic() - started
+            results = await asyncio.gather(*logins, return_exceptions=True)
+            return waited, results
+
+        waited, results = asyncio.run(main())
+        assert waited < 0.2  # was: ~0.85 s behind three 0.3 s logins on one thread
+        assert all(isinstance(r, LoginFailed) for r in results)
+    finally:
+        auth.shutdown()
+
+
+def test_more_than_max_pending_logins_are_refused_at_once():
+    auth, _ = slow_auth(0.2, max_pending_logins=2)
+    try:
+
+        async def main():
+            first = [
+                asyncio.ensure_future(auth.run_login(auth.login, "alice", "wrong", "pam"))
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0)
+            assert auth.stats()["logins_pending"] == 2
+            with pytest.raises(LoginBusy):
+                await auth.run_login(auth.login, *ALICE)
+            await asyncio.gather(*first, return_exceptions=True)
+            assert auth.stats()["logins_pending"] == 0
+            return await auth.run_login(auth.login, *ALICE)  # room again
+
+        assert asyncio.run(main())["user"] == "alice"
+        assert auth.stats()["logins_refused_busy"] == 1
+    finally:
+        auth.shutdown()
+
+
+# -- token_expire (issue 9, finding 10) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("expire", [float("nan"), float("inf"), -float("inf"), -1.0, 0.0, 1e300])
+def test_login_refuses_a_token_expire_that_is_not_a_sane_duration(authenticators, expire):
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    with pytest.raises(ValueError):
+        auth.login(*ALICE, token_expire=expire)
+    assert fake.called("mk_token") == []
+
+
+# -- unknown tokens: existence first (issue 9, finding 10) -------------------------------------
+
+
+class FakeCache:
+    """The part of salt.cache.Cache the existence check uses."""
+
+    def __init__(self, fake: FakeLoadAuth) -> None:
+        self.fake = fake
+        self.asked: list[tuple[str, str]] = []
+
+    def contains(self, bank: str, key: str) -> bool:
+        self.asked.append((bank, key))
+        return key in self.fake.tokens
+
+
+def test_an_unknown_token_is_not_looked_up_when_the_store_can_say_it_does_not_exist(
+    authenticators,
+):
+    auth, fake = authenticators()
+    fake.cache = FakeCache(fake)
+    assert auth.session(TOKEN, now=NOW) is None
+    assert fake.cache.asked == [("tokens", TOKEN)]
+    assert fake.called("get_tok") == []  # Salt's get_tok logs a WARNING per unknown token
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "alice", "eauth": "pam", "expire": NOW + 60}
+    assert auth.session(TOKEN, now=NOW)["name"] == "alice"
+    assert fake.called("get_tok") == [TOKEN]
+
+
+def test_a_store_that_cannot_answer_falls_back_to_get_tok(authenticators):
+    auth, fake = authenticators()
+
+    class Broken:
+        def contains(self, bank, key):
+            raise RuntimeError("no contains here")
+
+    fake.cache = Broken()
+    assert auth.session(TOKEN, now=NOW) is None
+    assert fake.called("get_tok") == [TOKEN]
+
+
+# -- reaping before the store's own expiry (issue 9, finding 10) -------------------------------
+
+
+def test_reap_is_due_at_the_whole_second_the_store_expires_the_token(authenticators):
+    # Salt's Cache.store keeps int(now + token_expire) as the entry's expiry: up to a
+    # second before the token's float 'expire'. Reaping by 'expire' left a window where
+    # Salt's maintenance found the entry expired and logged the token (WARNING).
+    auth, fake = authenticators({ALICE: {"name": "alice", "eauth": "pam"}})
+    fake.accounts[ALICE]["expire"] = 1000.9
+    token = auth.login(*ALICE)["token"]
+    assert auth.reap(999.99) == []
+    assert auth.reap(1000.0) == [token]  # was: due only at 1000.9
+
+
+def test_load_known_rebuilds_the_token_list_from_the_store(authenticators):
+    auth, fake = authenticators()
+    other = "fedcba9876543210" * 4
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "alice", "eauth": "pam", "expire": NOW + 60.5}
+    fake.tokens[other] = {"token": other, "name": "bob", "eauth": "pam", "expire": NOW + 120}
+    fake.tokens["not-a-token"] = {"expire": NOW + 5}
+    assert auth.load_known(now=NOW) == 2
+    assert auth.reap(NOW + 59) == []
+    assert auth.reap(NOW + 60) == [TOKEN]
+    assert auth.reap(NOW + 120) == [other]
+    assert "not-a-token" not in fake.called("get_tok")
+
+
+def test_load_known_removes_tokens_already_expired(authenticators):
+    auth, fake = authenticators()
+    fake.tokens[TOKEN] = {"token": TOKEN, "name": "alice", "eauth": "pam", "expire": NOW - 1}
+    assert auth.load_known(now=NOW) == 0
+    assert fake.called("rm_token") == [TOKEN]
+    assert auth.reap(NOW + 1e9) == []
+
+
+def test_load_known_survives_a_store_that_cannot_list(authenticators):
+    auth, fake = authenticators()
+
+    def broken():
+        raise RuntimeError("store down")
+
+    fake.list_tokens = broken
+    assert auth.load_known(now=NOW) == 0
