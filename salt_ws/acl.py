@@ -2,25 +2,53 @@
 
 The rule follows Salt's publish ACL (``salt.utils.minions.CkMinions.auth_check``):
 a user may see a job's events on minion ``m`` exactly when their eauth
-permissions would let them run that job's function on ``m``.
+permissions would let them run that job's function, **with that job's
+arguments**, on ``m``.
 
 * A string entry (``"test.*"``) is a function regex valid on every minion.
-* A dict entry ``{target: [function regexes]}`` is valid on the minions the
+* A dict entry ``{target: [function entries]}`` is valid on the minions the
   compound ``target`` matches (``"*"`` is all minions, ``"@runner"``-style
-  targets match none). Function entries that carry argument restrictions
-  (``{"cmd.run": {"args": [...]}}``) count by their function name.
+  targets match none). A function entry is a regex, or a one-key dict
+  ``{regex: {"args": [...], "kwargs": {...}}}`` (or a list of such dicts)
+  restricting arguments exactly as ``CkMinions.__args_check`` does: each
+  positional regex must match ``str()`` of the argument at its position
+  (``None`` matches anything present), each kwargs regex the named keyword
+  argument. Arguments come in Salt's wire format (a job's ``arg``: positional
+  values, then keyword arguments as a dict holding ``"__kwarg__": True``).
+  When the arguments are not known, an argument restriction grants nothing
+  (unless it restricts nothing). A restriction Salt would raise on ends the
+  check with "no", as Salt's does.
 * Regexes use :func:`re.match`, as Salt does (anchored at the start only).
+
+**The job a ``new``/``ret``/``prog`` event belongs to** is decided by
+:class:`JobFunctions`, never by the event alone: any minion can fire any
+``salt/job/...`` tag with any payload. A job's function is the first one seen
+for its jid — from its ``new`` event, or from its first return when the
+engine saw no ``new``; its arguments are those of its first ``new``. Any
+later ``new`` or return naming another function (or a ``new`` with other
+arguments), and any function that does not look like a Salt function name
+(``[A-Za-z0-9_.]+``, at most 256 characters), make the job
+administrator-only for as long as it is remembered (the last 10,000 jobs,
+16 MiB). A ``ret`` is checked with the job's function and the arguments of
+its ``new`` (without a known ``new``, the return's own ``fun_args``); a
+``prog`` event only if the job's function is known, with the job's arguments.
 
 **Administrators** — permissions holding the string ``".*"`` (every function on
 every minion) or ``"@events"`` — see the whole bus: every event on
 ``/all_events`` and the unfiltered formatted view. Everyone else sees only
 job events (``salt/job/<jid>/new``, ``.../ret/<mid>``, ``.../prog/<mid>/...``)
-they are allowed by the rule above, with the ``minions`` lists of ``new``
-events cut down to the minions they may target, plus the engine's own
-``salt_ws/...`` notices; key, auth, presence, runner and custom events are
-for administrators only. In the formatted view they see the minions they may
-target with any function, and the jobs (with those minions' entries) whose
-function they may run on at least one of the job's minions.
+they are allowed by the rules above, plus the engine's own notices. A ``new``
+event naming minions they may not see is a cut-down copy: ``minions`` and
+``missing`` hold only their minions, and ``tgt`` is that list (``tgt_type``
+``"list"``), so the target expression cannot name others. Returns are shown
+whole or not at all (their ``tgt``, set only by scheduled jobs, is the
+returning minion itself). Key, auth, presence, runner, publish and custom
+events are for administrators only — and so is any *bus* event whose tag
+starts with ``salt_ws/``: only notices the engine made itself, marked with
+:data:`NOTICE` instead of a payload, reach everyone. In the formatted view
+they see the minions they may target with any function, and the jobs (with
+those minions' entries) whose function they may run on at least one of the
+job's minions.
 
 Target expressions are resolved to minion sets by the engine through Salt
 (:class:`salt_ws.fleet.Fleet`); this module only consumes the result.
@@ -28,20 +56,48 @@ Target expressions are resolved to minion sets by the engine through Salt
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import enum
 import functools
 import json
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Final, Iterable, Mapping
 
 __all__ = [
     "ADMIN",
+    "NOTICE",
+    "Job",
+    "JobEvent",
+    "JobFunctions",
     "Permissions",
     "audience_key",
     "is_admin",
     "targets_of",
+    "valid_fun",
 ]
 
 ADMIN = "admin"  # the audience key of full-access users
+
+
+class _Notice:
+    """The type of :data:`NOTICE`."""
+
+    def __repr__(self) -> str:
+        return "NOTICE"
+
+
+#: Stands in for the payload of a notice the engine made itself (never a bus event's).
+NOTICE: Final = _Notice()
+
+MAX_FUN_LENGTH = 256  # characters of a function name
+MAX_JID_LENGTH = 128  # characters of a jid (Salt's own are 20 digits; custom jids are strings)
+_FUN = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def valid_fun(fun: Any) -> bool:
+    """Does ``fun`` look like a Salt function name (``[A-Za-z0-9_.]+``, <= 256 characters)?"""
+    return isinstance(fun, str) and len(fun) <= MAX_FUN_LENGTH and _FUN.fullmatch(fun) is not None
 
 
 def is_admin(auth_list: Iterable[Any]) -> bool:
@@ -67,44 +123,354 @@ def targets_of(auth_list: Iterable[Any]) -> set[str]:
     return found
 
 
-@functools.lru_cache(maxsize=4096)
-def _matches(regex: str, fun: str) -> bool:
-    try:
-        return re.match(regex, fun) is not None
-    except re.error:
-        return False
+# -- Salt's publish ACL checks, ported ------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1024)
-def _valid(regex: str) -> bool:
+def _compiled(regex: str) -> re.Pattern[str] | None:
     try:
-        re.compile(regex)
+        return re.compile(regex)
     except re.error:
-        return False
-    return True
+        return None
 
 
-def _fun_patterns(entries: Any) -> tuple[str, ...]:
-    """Function regexes of an ACL target's entry list, as ``CkMinions.__fun_check`` reads it.
+def _match(regex: Any, value: str) -> bool:
+    """``CkMinions.match_check`` for one string: a regex that is not one matches nothing."""
+    pattern = _compiled(regex) if isinstance(regex, str) else None
+    return pattern is not None and pattern.match(value) is not None
 
-    Strings are regexes; a one-key dict ``{regex: {"args": ..., "kwargs": ...}}``
-    counts by its regex (arguments are not known for an event) but only if
-    its restriction is a dict, the only form Salt can ever satisfy. Iterating
-    a dict given instead of a list yields its keys, as it does in Salt.
+
+def _valid(regex: Any) -> bool:
+    return isinstance(regex, str) and _compiled(regex) is not None
+
+
+class _Outcome(enum.Enum):
+    NO = 0
+    YES = 1
+    REFUSED = 2  # Salt raises here (TypeError/AttributeError): auth_check says no, at once
+
+
+def _split_args(arg: Any) -> tuple[list[Any], dict[Any, Any] | None] | None:
+    """Positional and keyword arguments as ``auth_check`` splits them; None when unknown."""
+    if not isinstance(arg, (list, tuple)):
+        return None
+    args = list(arg)
+    kwargs = args[-1] if args else None
+    if isinstance(kwargs, dict) and "__kwarg__" in kwargs:
+        del args[-1]
+        return args, kwargs
+    return args, None
+
+
+def _args_check(valid: Any, args: list[Any], kwargs: dict[Any, Any] | None) -> _Outcome:
+    """``CkMinions.__args_check``, with its exceptions made an outcome."""
+    if not isinstance(valid, list):
+        valid = [valid]
+    for cond in valid:
+        if not isinstance(cond, dict):
+            continue
+        try:
+            good = True
+            for i, cond_arg in enumerate(cond.get("args", [])):
+                if len(args) <= i:
+                    good = False
+                    break
+                if cond_arg is None:
+                    continue
+                if not _match(cond_arg, str(args[i])):
+                    good = False
+                    break
+            if not good:
+                continue
+            for key, value in cond.get("kwargs", {}).items():
+                if kwargs is None or key not in kwargs:
+                    good = False
+                    break
+                if value is None:
+                    continue
+                if not _match(value, str(kwargs[key])):
+                    good = False
+                    break
+        except (TypeError, AttributeError):
+            return _Outcome.REFUSED
+        if good:
+            return _Outcome.YES
+    return _Outcome.NO
+
+
+def _args_check_unknown(valid: Any) -> _Outcome:
+    """:func:`_args_check` for arguments not known: only "no restriction at all" grants;
+    a condition Salt could raise on, for some arguments, refuses."""
+    if not isinstance(valid, list):
+        valid = [valid]
+    for cond in valid:
+        if not isinstance(cond, dict):
+            continue
+        try:
+            positional = list(cond.get("args", []))
+            keywords = list(cond.get("kwargs", {}).items())
+        except (TypeError, AttributeError):
+            return _Outcome.REFUSED
+        if not positional and not keywords:
+            return _Outcome.YES
+    return _Outcome.NO
+
+
+def _args_satisfiable(valid: Any) -> bool:
+    """Could some arguments pass :func:`_args_check` (every regex in a condition valid)?"""
+    if not isinstance(valid, list):
+        valid = [valid]
+    for cond in valid:
+        if not isinstance(cond, dict):
+            continue
+        try:
+            positional = list(cond.get("args", []))
+            keywords = [value for _, value in cond.get("kwargs", {}).items()]
+        except (TypeError, AttributeError):
+            continue
+        if all(value is None or _valid(value) for value in positional + keywords):
+            return True
+    return False
+
+
+def _fun_check(valid: Any, fun: str, split: tuple[list[Any], Any] | None) -> _Outcome:
+    """``CkMinions.__fun_check`` (``split`` None: arguments unknown)."""
+    if not isinstance(valid, list):
+        valid = [valid]
+    for cond in valid:
+        if isinstance(cond, str):
+            if _match(cond, fun):
+                return _Outcome.YES
+        elif isinstance(cond, dict) and len(cond) == 1:
+            regex, spec = next(iter(cond.items()))
+            if _match(regex, fun):
+                outcome = _args_check_unknown(spec) if split is None else _args_check(spec, *split)
+                if outcome is not _Outcome.NO:
+                    return outcome
+    return _Outcome.NO
+
+
+def _fun_satisfiable(valid: Any) -> bool:
+    """May some function (with some arguments) pass :func:`_fun_check`?"""
+    if not isinstance(valid, list):
+        valid = [valid]
+    for cond in valid:
+        if isinstance(cond, str) and _valid(cond):
+            return True
+        if isinstance(cond, dict) and len(cond) == 1:
+            regex, spec = next(iter(cond.items()))
+            if _valid(regex) and _args_satisfiable(spec):
+                return True
+    return False
+
+
+# -- jobs: what a jid's function and arguments are ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What the engine holds true of one jid.
+
+    Attributes:
+        fun: the job's function (None once administrator-only).
+        arg: the arguments of its first ``new`` (str()-normalised, Salt's wire
+            format), or None: no ``new`` seen, or too large to keep.
+        from_new: the function came from a ``new`` event (not from a return).
+        admin_only: conflicting or absurd events were seen for the jid.
     """
-    patterns: list[str] = []
-    if isinstance(entries, str):
-        entries = [entries]
-    if not isinstance(entries, (list, tuple, dict)):
-        return ()
-    for item in entries:
-        if isinstance(item, str):
-            patterns.append(item)
-        elif isinstance(item, dict) and len(item) == 1:
-            regex, spec = next(iter(item.items()))
-            if isinstance(regex, str) and isinstance(spec, dict):
-                patterns.append(regex)
-    return tuple(patterns)
+
+    fun: str | None
+    arg: list[Any] | None = None
+    from_new: bool = False
+    admin_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEvent:
+    """One ``new``/``ret``/``prog`` event as :meth:`Permissions.filter_event` judges it.
+
+    Attributes:
+        kind: ``"new"``, ``"ret"`` or ``"prog"``.
+        jid: the job id from the tag.
+        mid: the minion id from the tag (None for ``new``).
+        fun: the function the event is checked with.
+        arg: the arguments it is checked with (None: unknown).
+        admin_only: only administrators see it.
+    """
+
+    kind: str
+    jid: str
+    mid: str | None
+    fun: str | None
+    arg: list[Any] | None
+    admin_only: bool = False
+
+
+_ADMIN_ONLY = Job(None, admin_only=True)
+_ENTRY_BYTES = 200  # rough cost of one entry besides its strings
+
+
+def _normalise_arg(arg: Any, limit: int) -> tuple[list[Any] | None, int]:
+    """``arg`` with every value as ``str()`` (all Salt's check looks at) and its size in bytes;
+    (None, size) when it is not a list, cannot be rendered, or is larger than ``limit``."""
+    split = _split_args(arg)
+    if split is None:
+        return None, 0
+    args, kwargs = split
+    size = 0
+    try:
+        out: list[Any] = []
+        for value in args:
+            text = str(value)
+            size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+            out.append(text)
+            if size > limit:
+                return None, size
+        if kwargs is not None:
+            kw: dict[Any, str] = {}
+            for key, value in kwargs.items():
+                text = str(value)
+                size += len(str(key)) + len(text.encode("utf-8", "surrogatepass"))
+                kw[key] = text
+                if size > limit:
+                    return None, size
+            out.append(kw)
+    except (RecursionError, ValueError, TypeError):
+        return None, size
+    return out, size
+
+
+def _job_tag(tag: Any) -> tuple[str, str, str | None] | None:
+    """(kind, jid, mid) of a ``salt/job/<jid>/new|ret/<mid>|prog/<mid>/...`` tag."""
+    if not isinstance(tag, str) or not tag.startswith("salt/job/"):
+        return None
+    parts = tag.split("/")
+    if len(parts) == 4 and parts[3] == "new":
+        return "new", parts[2], None
+    if (len(parts) == 5 and parts[3] == "ret") or (len(parts) >= 5 and parts[3] == "prog"):
+        return parts[3], parts[2], parts[4]
+    return None
+
+
+class JobFunctions:
+    """jid -> :class:`Job`, bounded; learns from each bus event, in bus order (pure).
+
+    Args:
+        max_jobs: jobs remembered; the oldest is forgotten first.
+        max_arg_bytes: a job's arguments beyond this are not kept (counted as unknown).
+        max_bytes: rough bytes of all entries; the oldest are forgotten first beyond it.
+    """
+
+    def __init__(
+        self,
+        max_jobs: int = 10_000,
+        max_arg_bytes: int = 64 * 1024,
+        max_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.max_jobs = max_jobs
+        self.max_arg_bytes = max_arg_bytes
+        self.max_bytes = max_bytes
+        self._jobs: collections.OrderedDict[str, tuple[Job, int]] = collections.OrderedDict()
+        self.bytes = 0
+        self.conflicts = 0  # jobs made administrator-only by a conflicting new or return
+        self.refused = 0  # events with an absurd function or jid
+        self.args_unknown = 0  # arguments not kept: too large or not a list
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def get(self, jid: str) -> Job | None:
+        """What is known of ``jid`` (None: nothing)."""
+        entry = self._jobs.get(jid)
+        return entry[0] if entry else None
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``salt-run ws.status``."""
+        return {
+            "jobs": len(self._jobs),
+            "bytes": self.bytes,
+            "conflicts": self.conflicts,
+            "refused": self.refused,
+            "args_unknown": self.args_unknown,
+            "evicted": self.evicted,
+        }
+
+    def learn(self, tag: Any, data: Any) -> JobEvent | None:
+        """Take in one bus event; for a job event, how it is to be judged (else None)."""
+        parsed = _job_tag(tag)
+        if parsed is None:
+            return None
+        kind, jid, mid = parsed
+        if not jid or len(jid) > MAX_JID_LENGTH or mid == "":
+            self.refused += 1
+            return JobEvent(kind, jid, mid, None, None, admin_only=True)
+        job = self.get(jid)
+        if kind == "prog":  # its payload's "fun" is the minion's word: only the jid counts
+            if job is None or job.admin_only or job.fun is None:
+                return JobEvent(kind, jid, mid, None, None, admin_only=True)
+            return JobEvent(kind, jid, mid, job.fun, job.arg)
+        fun = data.get("fun") if isinstance(data, dict) else None
+        if not valid_fun(fun):
+            self.refused += 1
+            self._conflict(jid, job)
+            return JobEvent(kind, jid, mid, None, None, admin_only=True)
+        if job is not None and (job.admin_only or job.fun != fun):
+            self._conflict(jid, job)
+            return JobEvent(kind, jid, mid, fun, None, admin_only=True)
+        if kind == "new":
+            return self._learn_new(jid, fun, data.get("arg"), job)
+        # a return: its own arguments count only while no new is known
+        if job is None:
+            self._store(jid, Job(fun), len(fun))
+            arg = self._normalise(data.get("fun_args"))
+        elif job.from_new:
+            arg = job.arg
+        else:
+            arg = self._normalise(data.get("fun_args"))
+        return JobEvent(kind, jid, mid, fun, arg)
+
+    def _learn_new(self, jid: str, fun: str, raw_arg: Any, job: Job | None) -> JobEvent:
+        arg, size = _normalise_arg(raw_arg, self.max_arg_bytes)
+        if arg is None:
+            self.args_unknown += 1
+        if job is None:
+            self._store(jid, Job(fun, arg, from_new=True), len(fun) + size)
+        elif job.from_new and (arg is None or arg != job.arg):
+            # the same jid published twice with other arguments: which returns are whose?
+            self._conflict(jid, job)
+            return JobEvent("new", jid, None, fun, None, admin_only=True)
+        # (a job first known from a return keeps unknown arguments: a forged new for it
+        # must not lend its returns and progress the arguments of the user's choice)
+        return JobEvent("new", jid, None, fun, arg)
+
+    def _normalise(self, raw_arg: Any) -> list[Any] | None:
+        arg, _ = _normalise_arg(raw_arg, self.max_arg_bytes)
+        if arg is None:
+            self.args_unknown += 1
+        return arg
+
+    def _conflict(self, jid: str, job: Job | None) -> None:
+        if job is not None and job.admin_only:
+            return
+        if job is not None:
+            self.conflicts += 1
+        self._store(jid, _ADMIN_ONLY, 0)
+
+    def _store(self, jid: str, job: Job, size: int) -> None:
+        cost = _ENTRY_BYTES + len(jid) + size
+        old = self._jobs.get(jid)
+        if old is not None:
+            self.bytes -= old[1]
+        self._jobs[jid] = (job, cost)  # an update keeps its place: first seen, first forgotten
+        self.bytes += cost
+        while len(self._jobs) > self.max_jobs or (self.bytes > self.max_bytes and self._jobs):
+            _, (_, dropped) = self._jobs.popitem(last=False)
+            self.bytes -= dropped
+            self.evicted += 1
+
+
+# -- permissions ---------------------------------------------------------------------------------
 
 
 class Permissions:
@@ -122,12 +488,18 @@ class Permissions:
         self.admin = is_admin(self.auth_list)
         self.key = audience_key(self.auth_list)
         self._global: tuple[str, ...] = tuple(e for e in self.auth_list if isinstance(e, str))
-        self._scoped: list[tuple[str, tuple[str, ...]]] = []
+        # every entry, in order (Salt's check stops at the first that grants or raises):
+        # (None, regex) for a string, (target, function entries) for a dict
+        self._entries: list[tuple[str | None, Any]] = []
+        self._scoped: list[tuple[str, Any]] = []
         for entry in self.auth_list:
-            if isinstance(entry, dict) and len(entry) == 1:
+            if isinstance(entry, str):
+                self._entries.append((None, entry))
+            elif isinstance(entry, dict) and len(entry) == 1:
                 target, funs = next(iter(entry.items()))
                 if isinstance(target, str):
-                    self._scoped.append((target, _fun_patterns(funs)))
+                    self._entries.append((target, funs))
+                    self._scoped.append((target, funs))
         self.resolve(resolved or {})
 
     def resolve(self, resolved: Mapping[str, Iterable[str]]) -> None:
@@ -141,58 +513,87 @@ class Permissions:
             return False
         return mid in self._targets.get(target, frozenset())
 
-    def may(self, fun: str | None, mid: str) -> bool:
-        """May this user run ``fun`` on ``mid`` (and so see its events)?"""
+    def _outcomes(self, fun: str, arg: Any) -> list[tuple[str | None, _Outcome]]:
+        """Per entry that can decide, in order: (its target, or None for all minions, outcome)."""
+        split = _split_args(arg)
+        found: list[tuple[str | None, _Outcome]] = []
+        for target, spec in self._entries:
+            if target is None:
+                if _match(spec, fun):
+                    found.append((None, _Outcome.YES))
+                    break  # valid on every minion: nothing after it is reached
+            else:
+                outcome = _fun_check(spec, fun, split)
+                if outcome is not _Outcome.NO:
+                    found.append((target, outcome))
+        return found
+
+    def _decide(self, outcomes: list[tuple[str | None, _Outcome]], mid: str) -> bool:
+        for target, outcome in outcomes:
+            if target is None or self._in_target(target, mid):
+                return outcome is _Outcome.YES
+        return False
+
+    def may(self, fun: str | None, mid: str, arg: Any = None) -> bool:
+        """May this user run ``fun`` with ``arg`` on ``mid`` (and so see its events)?
+
+        Args:
+            fun: the job's function.
+            mid: the minion id.
+            arg: the job's arguments in Salt's wire format (positional values, then
+                keyword arguments as a dict holding ``"__kwarg__": True``); None when
+                unknown, in which case argument restrictions grant nothing.
+        """
         if self.admin:
             return True
         if not isinstance(fun, str) or not fun:
             return False
-        if any(_matches(regex, fun) for regex in self._global):
-            return True
-        return any(
-            self._in_target(target, mid) and any(_matches(regex, fun) for regex in funs)
-            for target, funs in self._scoped
-        )
+        return self._decide(self._outcomes(fun, arg), mid)
+
+    def allowed(self, fun: str | None, mids: Iterable[Any], arg: Any = None) -> list[str]:
+        """The ids among ``mids`` (strings only) that :meth:`may` allows, in order."""
+        mids = [mid for mid in mids if isinstance(mid, str)]
+        if self.admin:
+            return mids
+        if not isinstance(fun, str) or not fun:
+            return []
+        outcomes = self._outcomes(fun, arg)
+        return [mid for mid in mids if self._decide(outcomes, mid)]
 
     def may_target(self, mid: str) -> bool:
         """May this user run anything at all on ``mid`` (is it in their minion list)?"""
         if self.admin or any(not e.startswith("@") and _valid(e) for e in self._global):
             return True
         return any(
-            self._in_target(target, mid) and any(_valid(regex) for regex in funs)
-            for target, funs in self._scoped
+            self._in_target(target, mid) and _fun_satisfiable(funs) for target, funs in self._scoped
         )
 
-    def filter_event(self, tag: str, data: Any, job_funs: Mapping[str, str]) -> Any:
+    def filter_event(self, data: Any, job: JobEvent | None) -> Any:
         """The event as this user may see it: ``data`` (maybe cut down) or None to drop it.
 
         Args:
-            tag: the event tag.
-            data: the payload.
-            job_funs: jid -> function of jobs seen on the bus (for ``prog`` events).
+            data: the payload, or :data:`NOTICE` for the engine's own notices.
+            job: what :meth:`JobFunctions.learn` made of the event (None: not a job event).
         """
-        if self.admin or tag.startswith("salt_ws/"):
+        if data is NOTICE or self.admin:
             return data
-        parts = tag.split("/")
-        if len(parts) < 4 or parts[0] != "salt" or parts[1] != "job" or not isinstance(data, dict):
+        if job is None or job.admin_only or not isinstance(data, dict):
             return None
-        jid, kind = parts[2], parts[3]
-        if kind == "new" and len(parts) == 4:
-            fun = data.get("fun")
-            minions = data.get("minions")
-            if not isinstance(minions, list):
-                return None
-            allowed = [m for m in minions if isinstance(m, str) and self.may(fun, m)]
-            if not allowed:
-                return None
-            if len(allowed) == len(minions):
-                return data
-            missing = data.get("missing")
-            cut = {**data, "minions": allowed}
-            if isinstance(missing, list):
-                cut["missing"] = [m for m in missing if m in allowed]
-            return cut
-        if kind in ("ret", "prog") and len(parts) >= 5:
-            fun = data.get("fun") if kind == "ret" else job_funs.get(jid)
-            return data if self.may(fun, parts[4]) else None
-        return None
+        if job.kind != "new":
+            return data if job.mid is not None and self.may(job.fun, job.mid, job.arg) else None
+        minions = data.get("minions")
+        if not isinstance(minions, list):
+            return None
+        allowed = self.allowed(job.fun, minions, job.arg)
+        if not allowed:
+            return None
+        missing = data.get("missing", [])
+        kept = self.allowed(job.fun, missing, job.arg) if isinstance(missing, list) else []
+        if len(allowed) == len(minions) and isinstance(missing, list) and len(kept) == len(missing):
+            return data
+        listed = set(allowed)
+        target = allowed + [mid for mid in kept if mid not in listed]
+        cut = {**data, "minions": allowed, "tgt": target, "tgt_type": "list"}
+        if "missing" in data:
+            cut["missing"] = kept
+        return cut

@@ -18,7 +18,6 @@ master stops it. A port that is in use is retried quietly.
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import errno
 import logging
@@ -34,7 +33,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from salt_ws import wire
-from salt_ws.acl import ADMIN, Permissions, audience_key, targets_of
+from salt_ws.acl import ADMIN, NOTICE, JobEvent, JobFunctions, Permissions, audience_key, targets_of
 from salt_ws.app import make_app
 from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff, LinkChange
@@ -102,25 +101,25 @@ class Engine:
         self._link_down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.audiences: dict[str, Permissions] = {}
-        self._job_funs: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.job_funs = JobFunctions()  # jid -> function and arguments, for the ACL
 
     # -- bus -> hub -------------------------------------------------------------
 
     def consume(self, items: list[Any]) -> None:
         """Publish each bus item, encoded once, and apply it to the view (engine loop)."""
-        events: list[tuple[str, Any, str]] = []
+        events: list[tuple[str, Any, str, JobEvent | None]] = []
         update = Update()
         now = time.time()
         view = self.view
         for item in items:
             if isinstance(item, LinkChange):
-                events.append(("salt_ws/", None, self._link_notice(item)))
+                events.append(("salt_ws/", NOTICE, self._link_notice(item), None))
                 if item.up:
                     self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
-            events.append((tag, data, wire.encode_event(tag, data, self.master_id)))
-            self._remember_job(tag, data)
+            job = self.job_funs.learn(tag, data)
+            events.append((tag, data, wire.encode_event(tag, data, self.master_id), job))
             try:
                 update.merge(view.apply(tag, data, now))
             except Exception:  # pylint: disable=broad-except
@@ -130,31 +129,30 @@ class Engine:
             self.hub.publish(Channel.ALL_EVENTS, self._visible(events, audience), audience)
         self.view_changed(update)
 
-    def _remember_job(self, tag: str, data: Any) -> None:
-        """jid -> function of recent jobs, for filtering their ``prog`` events."""
-        if tag.startswith("salt/job/") and tag.endswith("/new") and isinstance(data, dict):
-            fun = data.get("fun")
-            if isinstance(fun, str):
-                self._job_funs[tag.split("/")[2]] = fun
-                if len(self._job_funs) > 10000:
-                    self._job_funs.popitem(last=False)
+    def _visible(
+        self, events: list[tuple[str, Any, str, JobEvent | None]], audience: str
+    ) -> list[str]:
+        """The encoded events ``audience`` may see (re-encoded only where cut down).
 
-    def _visible(self, events: list[tuple[str, Any, str]], audience: str) -> list[str]:
-        """The encoded events ``audience`` may see (re-encoded only where cut down)."""
+        The engine's own notices carry :data:`~salt_ws.acl.NOTICE` for a payload and
+        reach every audience; bus events are judged by :mod:`salt_ws.acl`.
+        """
         if audience == ADMIN:
-            return [encoded for _, _, encoded in events]
+            return [encoded for _, _, encoded, _ in events]
         perms = self.audiences.get(audience)
         messages = []
-        for tag, data, encoded in events:
-            if data is None:  # the engine's own notice
+        for tag, data, encoded, job in events:
+            if data is NOTICE:
                 messages.append(encoded)
                 continue
             if perms is None:
                 continue
-            shown = perms.filter_event(tag, data, self._job_funs)
+            shown = perms.filter_event(data, job)
+            if shown is None:  # (a payload of None is dropped, not "unchanged")
+                continue
             if shown is data:
                 messages.append(encoded)
-            elif shown is not None:
+            else:
                 messages.append(wire.encode_event(tag, shown, self.master_id))
         return messages
 
@@ -436,6 +434,7 @@ class Engine:
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
             "syndics": self.view.syndic_ids,
+            "acl_jobs": self.job_funs.stats(),
         }
 
 

@@ -18,7 +18,17 @@ import pytest
 import salt.config
 import salt.utils.minions
 
-from salt_ws.acl import ADMIN, Permissions, audience_key, is_admin, targets_of
+from salt_ws.acl import (
+    ADMIN,
+    NOTICE,
+    Job,
+    JobFunctions,
+    Permissions,
+    audience_key,
+    is_admin,
+    targets_of,
+    valid_fun,
+)
 
 WEB = {"web-*": {"web-1"}}
 
@@ -141,9 +151,12 @@ def test_function_regexes_use_re_match_as_salt_does(regex, fun, salt_says):
         ([{"@runner": [".*"]}], "test.ping", "web-1", False),
         ([{"@wheel": [".*"]}], "key.list_all", "web-1", False),
         (["@runner", "@wheel"], "runner.jobs.list_jobs", "web-1", False),
-        # function entries with argument restrictions count by their function name
-        ([{"*": [{"cmd.run": {"args": ["ls"]}}]}], "cmd.run", "web-1", True),
-        ([{"web-*": [{"cmd.*": {"kwargs": {"cwd": "/tmp"}}}]}], "cmd.script", "web-1", True),
+        # argument restrictions grant nothing while the arguments are unknown (arg=None) ...
+        ([{"*": [{"cmd.run": {"args": ["ls"]}}]}], "cmd.run", "web-1", False),
+        ([{"web-*": [{"cmd.*": {"kwargs": {"cwd": "/tmp"}}}]}], "cmd.script", "web-1", False),
+        # ... unless they restrict nothing
+        ([{"*": [{"cmd.run": {}}]}], "cmd.run", "web-1", True),
+        ([{"*": [{"cmd.run": [{"args": []}]}]}], "cmd.run", "web-1", True),
         ([{"web-*": [{"cmd.run": {"args": ["ls"]}}]}], "cmd.script", "web-1", False),
         ([{"web-*": [{"cmd.run": {"args": ["ls"]}}]}], "cmd.run", "db-1", False),
         # broken entries grant nothing
@@ -251,14 +264,44 @@ AUTH_LISTS = {
         {"*": ["saltutil.find_job"]},
     ],
     "args": [{"web-*": [{"cmd.run": {"args": ["ls"]}}, "test.*"]}],
-    "args-and-kwargs": [{"*": [{"cmd.*": {"args": [None, "-l"]}}]}],
+    "args-any-then-fixed": [{"*": [{"cmd.*": {"args": [None, "-l"]}}]}],
+    "args-anchored": [{"*": [{"cmd.*": {"args": ["ls$"]}}]}],
+    "args-stringified": [{"*": [{"test.*": {"args": ["5", "True"]}}]}],
+    "args-list-of-conditions": [{"*": [{"cmd.run": [{"args": ["uptime$"]}, {"args": ["ls"]}]}]}],
+    "args-dict-not-list": [{"web-*": {"cmd.run": {"args": ["ls"]}}}],
+    "args-string-not-list": [{"*": [{"cmd.run": {"args": "ls"}}]}],  # Salt iterates "l", "s"
+    "args-invalid-regex": [{"*": [{"cmd.run": {"args": ["("]}}]}, {"*": ["test.*"]}],
+    "kwargs": [{"*": [{"cmd.run": {"kwargs": {"cwd": "/tmp"}}}]}],
+    "kwargs-any-value": [{"web-*": [{"cmd.run": {"kwargs": {"cwd": None}}}]}],
+    "kwargs-marker": [{"*": [{"cmd.run": {"kwargs": {"__kwarg__": None}}}]}],
+    "args-and-kwargs": [{"web-*": [{"cmd.run": {"args": ["ls"], "kwargs": {"cwd": "/t.*"}}}]}],
+    "no-restriction": [{"*": [{"cmd.run": {}}]}],
+    "restriction-none": [{"*": [{"cmd.run": None}]}],
+    "restriction-strings": [{"*": [{"cmd.run": ["ls"]}]}],
+    "restriction-raises": [{"*": [{"cmd.run": {"args": None}}]}, "cmd.*"],  # Salt: TypeError
+    "restriction-raises-late": [{"*": [{"cmd.run": {"kwargs": "cwd"}}]}, "cmd.*"],
     "invalid-regex": ["[", {"*": ["(unclosed"]}, {"web-*": ["test.*"]}],
     "malformed-dict": [{"web-*": ["cmd.*"], "db-*": ["cmd.*"]}, {"db-1": ["grains.*"]}],
     "junk": [None, 5, ["test.*"], {"web-*": None}, {"db-1": ["grains.items"]}],
 }
-# Argument lists to try: an entry with argument restrictions lets a user run the function
-# with *some* arguments, and their events are what the user is shown.
-ARGS = ([], ["ls"], ["ls", "-l"])
+# Arguments in Salt's wire format, as a job's new event carries them (and auth_check gets them).
+KW = {"__kwarg__": True}
+ARGS = (
+    [],
+    ["ls"],
+    ["ls", "-l"],
+    ["lsof"],
+    ["uptime"],
+    ["uptime", "x"],
+    ["ls", "sh"],
+    [5, True],
+    ["ls", {**KW, "cwd": "/tmp"}],
+    [{**KW, "cwd": "/tmp", "runas": "root"}],
+    [{**KW, "cwd": "/etc"}],
+    [{**KW}],
+    [{"cwd": "/tmp"}],  # a dict without the marker is a positional argument
+    ["ls", {**KW, "cwd": "/tmp"}, "x"],  # the kwargs dict counts only when last
+)
 
 
 @pytest.fixture(scope="module")
@@ -288,25 +331,65 @@ def salt_resolution(ck: salt.utils.minions.CkMinions, auth_list: list[Any]) -> d
     return {t: set(ck.check_minions(t, "compound")["minions"]) for t in targets_of(auth_list)}
 
 
+def salt_auth_check(ck: salt.utils.minions.CkMinions, auth_list, fun, args, mid) -> bool:
+    """Salt's answer; an exception (AttributeError from a malformed restriction) is a no."""
+    try:
+        return bool(ck.auth_check(auth_list, fun, args, mid, "list"))
+    except Exception:
+        return False
+
+
 @pytest.fixture(scope="module")
-def salt_says(ckminions) -> dict[str, dict[tuple[str, str], bool]]:
-    """Per auth list: may ``fun`` run on ``mid`` (with some arguments), per Salt's publish ACL?"""
+def salt_says(ckminions) -> dict[str, dict[tuple[str, str, int], bool]]:
+    """Per auth list: may ``fun`` run with ``ARGS[i]`` on ``mid``, per Salt's publish ACL?"""
     return {
         name: {
-            (fun, mid): any(
-                bool(ckminions.auth_check(auth_list, fun, args, mid, "list")) for args in ARGS
-            )
+            (fun, mid, i): salt_auth_check(ckminions, auth_list, fun, args, mid)
             for fun, mid in itertools.product(FUNS, MINIONS)
+            for i, args in enumerate(ARGS)
         }
         for name, auth_list in AUTH_LISTS.items()
     }
 
 
+def permissions(ck: salt.utils.minions.CkMinions, name: str) -> Permissions:
+    auth_list = AUTH_LISTS[name]
+    return Permissions(auth_list, resolved=salt_resolution(ck, auth_list))
+
+
 @pytest.mark.parametrize("name", list(AUTH_LISTS))
 def test_may_agrees_with_salts_auth_check(ckminions, salt_says, name):
-    auth_list = AUTH_LISTS[name]
-    perms = Permissions(auth_list, resolved=salt_resolution(ckminions, auth_list))
-    assert {pair: perms.may(*pair) for pair in salt_says[name]} == salt_says[name]
+    perms = permissions(ckminions, name)
+    ours = {(f, m, i): perms.may(f, m, ARGS[i]) for f, m, i in salt_says[name]}
+    assert ours == salt_says[name]
+    # a cut-down new's minions: allowed() is may() over a list
+    for fun, i in itertools.product(FUNS, range(len(ARGS))):
+        expected = [mid for mid in MINIONS if salt_says[name][fun, mid, i]]
+        assert perms.allowed(fun, MINIONS, ARGS[i]) == expected
+
+
+@pytest.mark.parametrize("name", list(AUTH_LISTS))
+def test_unknown_arguments_grant_only_what_every_argument_list_would(ckminions, salt_says, name):
+    perms = permissions(ckminions, name)
+    for fun, mid in itertools.product(FUNS, MINIONS):
+        if perms.may(fun, mid):
+            assert all(salt_says[name][fun, mid, i] for i in range(len(ARGS))), (fun, mid)
+
+
+def test_unknown_arguments_grant_nothing_through_a_restriction():
+    """The examples of the brief, in one place."""
+    perms = Permissions([{"*": [{"cmd.run": {"args": ["uptime"]}}]}, "test.*"])
+    assert perms.may("cmd.run", "web-1", ["uptime"])
+    assert not perms.may("cmd.run", "web-1", ["cat /etc/shadow"])
+    assert not perms.may("cmd.run", "web-1", [])  # too few arguments
+    assert not perms.may("cmd.run", "web-1")  # unknown
+    assert not perms.may("cmd.run", "web-1", "uptime")  # not a list: unknown
+    assert perms.may("test.ping", "web-1") and perms.may("test.ping", "web-1", ["x"])
+    kwargs = Permissions([{"*": [{"cmd.run": {"kwargs": {"cwd": "/tmp$"}}}]}])
+    assert kwargs.may("cmd.run", "web-1", ["ls", {**KW, "cwd": "/tmp"}])
+    assert not kwargs.may("cmd.run", "web-1", ["ls", {**KW, "cwd": "/tmp/x"}])
+    assert not kwargs.may("cmd.run", "web-1", ["ls"])  # kwargs missing
+    assert not kwargs.may("cmd.run", "web-1", ["ls", {"cwd": "/tmp"}])  # no __kwarg__ marker
 
 
 # may_target does not compile regexes: an entry that is not a valid regex still makes its
@@ -316,9 +399,11 @@ BROKEN_REGEX_LISTS = {"invalid-regex"}
 
 @pytest.mark.parametrize("name", sorted(set(AUTH_LISTS) - BROKEN_REGEX_LISTS))
 def test_may_target_is_may_for_some_function(ckminions, salt_says, name):
-    auth_list = AUTH_LISTS[name]
-    perms = Permissions(auth_list, resolved=salt_resolution(ckminions, auth_list))
-    expected = {mid: any(salt_says[name][fun, mid] for fun in FUNS) for mid in MINIONS}
+    perms = permissions(ckminions, name)
+    expected = {
+        mid: any(salt_says[name][f, mid, i] for f in FUNS for i in range(len(ARGS)))
+        for mid in MINIONS
+    }
     assert {mid: perms.may_target(mid) for mid in MINIONS} == expected
 
 
@@ -342,23 +427,46 @@ def test_admin_permissions_agree_with_salt_on_every_function(ckminions):
         assert perms.may(fun, mid)
 
 
-# -- filter_event ------------------------------------------------------------------------------
+# -- JobFunctions + filter_event ---------------------------------------------------------------
 
 SCOPED = Permissions(
     [{"web-*": ["test.*"]}, {"L@db-1": ["cmd.*"]}],
     resolved={"web-*": ["web-1", "web-2"], "L@db-1": ["db-1"]},
 )
-JOB_FUNS = {"1": "test.ping", "2": "cmd.run"}
 
 
-def new(fun: str, minions: Any, **extra: Any) -> dict[str, Any]:
-    return {"jid": "1", "fun": fun, "tgt": "*", "tgt_type": "glob", "minions": minions, **extra}
+def new(fun: Any, minions: Any, **extra: Any) -> dict[str, Any]:
+    return {"jid": "1", "fun": fun, "arg": [], "tgt": "*", "tgt_type": "glob", "minions": minions,
+            **extra}  # fmt: skip
+
+
+def ret(fun: Any, mid: str = "web-1", **extra: Any) -> dict[str, Any]:
+    return {"fun": fun, "fun_args": [], "id": mid, "return": True, **extra}
+
+
+# job 1 is test.ping, job 2 cmd.run: what the engine saw before each case below
+PRELUDE = [
+    ("salt/job/1/new", new("test.ping", ["web-1", "web-2", "db-1"])),
+    ("salt/job/2/new", new("cmd.run", ["web-1", "db-1"])),
+]
+
+
+def judge(events: list[tuple[str, Any]], perms: Permissions = SCOPED, prelude=PRELUDE) -> list:
+    """What ``perms`` is shown of each event, fed to one registry after ``prelude``."""
+    jobs = JobFunctions()
+    for tag, data in prelude:
+        jobs.learn(tag, data)
+    return [perms.filter_event(data, jobs.learn(tag, data)) for tag, data in events]
+
+
+def shown(tag: str, data: Any, perms: Permissions = SCOPED, prelude=PRELUDE) -> Any:
+    return judge([(tag, data)], perms, prelude)[0]
 
 
 @pytest.mark.parametrize(
     ("tag", "data"),
     [
-        ("salt/job/1/new", new("cmd.run", ["db-9"])),
+        ("salt/job/1/new", new("cmd.run", ["db-9"])),  # conflicting: still shown to admins
         ("salt/auth", {"act": "accept", "id": "web-1"}),
         ("salt/key", {"act": "delete", "id": "web-1", "result": True}),
         ("salt/presence/present", {"present": ["web-1"]}),
@@ -367,30 +475,28 @@ def new(fun: str, minions: Any, **extra: Any) -> dict[str, Any]:
         ("salt/run/2/new", {"fun": "runner.jobs.list_jobs"}),
         ("salt/wheel/3/new", {"fun": "wheel.key.list_all"}),
         ("custom/tag", {"x": 1}),
-        ("salt_ws/bus/lost", None),
+        ("salt_ws/bus/lost", {"missed": True}),
+        ("salt/job/3/prog/web-1/0", {}),
+        ("salt_ws/", NOTICE),
     ],
 )
 def test_an_admin_sees_every_event_unchanged(tag, data):
     for admin in (Permissions([".*"]), Permissions(["@events", {"web-*": ["x"]}])):
-        assert admin.filter_event(tag, data, JOB_FUNS) is data
+        assert shown(tag, data, admin) is data
+
+
+@pytest.mark.parametrize("perms", [SCOPED, Permissions([]), Permissions(["@runner"])])
+def test_the_engines_own_notices_reach_everyone(perms):
+    assert perms.filter_event(NOTICE, None) is NOTICE
 
 
 @pytest.mark.parametrize(
     ("tag", "data"),
     [
-        ("salt_ws/bus/lost", {"missed": True}),
+        ("salt_ws/bus/lost", {"missed": True}),  # fired on the bus by a minion
         ("salt_ws/bus/restored", {"missed": True, "down_since": None}),
-        ("salt_ws/anything", None),
-    ],
-)
-def test_engine_notices_reach_everyone(tag, data):
-    for perms in (SCOPED, Permissions([]), Permissions(["@runner"])):
-        assert perms.filter_event(tag, data, {}) is data
-
-
-@pytest.mark.parametrize(
-    ("tag", "data"),
-    [
+        ("salt_ws/stream/anything", {}),
+        ("salt_ws/bus/lost", None),
         ("salt/auth", {"act": "accept", "id": "web-1"}),
         ("salt/key", {"act": "accept", "id": "web-1", "result": True}),
         ("salt/presence/present", {"present": ["web-1"]}),
@@ -407,19 +513,25 @@ def test_engine_notices_reach_everyone(tag, data):
         ("salt/job", {"fun": "test.ping"}),
         ("salt/job/1", {"fun": "test.ping"}),
         ("salt/job/1/ret", {"fun": "test.ping"}),  # no minion id
+        ("salt/job/1/ret/", {"fun": "test.ping"}),  # an empty one
+        ("salt/job/1/ret/web-1/x", {"fun": "test.ping"}),
+        ("salt/job/1/publish", {"fun": "test.ping", "tgt": "*"}),
         ("salt/job/1/new/web-1", {"fun": "test.ping", "minions": ["web-1"]}),
         ("salt/job/1/other/web-1", {"fun": "test.ping"}),
         ("salt/jobs/1/ret/web-1", {"fun": "test.ping"}),
         ("Salt/job/1/ret/web-1", {"fun": "test.ping"}),
+        ("syndic/s1/salt/job/1/ret/web-1", {"fun": "test.ping"}),
+        (f"salt/job/{'9' * 129}/ret/web-1", ret("test.ping")),  # absurd jid
     ],
 )
 def test_a_scoped_user_sees_no_other_events(tag, data):
-    assert SCOPED.filter_event(tag, data, JOB_FUNS) is None
+    assert shown(tag, data) is None
+    assert shown(tag, data, Permissions(["test.*"])) is None
 
 
 def test_a_new_event_with_every_minion_allowed_is_the_same_object():
-    data = new("test.ping", ["web-1", "web-2"], missing=["web-9"])
-    assert SCOPED.filter_event("salt/job/1/new", data, JOB_FUNS) is data
+    data = new("test.ping", ["web-1", "web-2"], missing=[])
+    assert shown("salt/job/7/new", data, prelude=[]) is data
 
 
 @pytest.mark.parametrize(
@@ -430,22 +542,34 @@ def test_a_new_event_with_every_minion_allowed_is_the_same_object():
         (new("test.ping", ["db-1", "web-2", "web-1"]), ["web-2", "web-1"], None),
         (new("test.ping", ["web-1", "db-1"], missing=["db-9"]), ["web-1"], []),
         (new("test.ping", ["web-1", 5, None]), ["web-1"], None),
-        (new("test.ping", ["web-1", "db-1"], missing="db-9"), ["web-1"], "db-9"),
+        (new("test.ping", ["web-1", "db-1"], missing="db-9"), ["web-1"], []),
+        # every minion allowed, but missing names others
+        (new("test.ping", ["web-1"], missing=["web-1", "db-9"]), ["web-1"], ["web-1"]),
+        (new("test.ping", ["web-1"], missing="db-9"), ["web-1"], []),
     ],
 )
 def test_a_partly_allowed_new_event_is_a_cut_down_copy(data, minions, missing):
     original = {**data, "minions": list(data["minions"])}
-    shown = SCOPED.filter_event("salt/job/1/new", data, JOB_FUNS)
-    assert shown is not data
-    assert shown["minions"] == minions
+    cut = shown("salt/job/7/new", data, prelude=[])
+    assert cut is not data
+    assert cut["minions"] == minions
     if missing is None:
-        assert "missing" not in shown
+        assert "missing" not in cut
     else:
-        assert shown["missing"] == missing
-    assert {k: v for k, v in shown.items() if k not in ("minions", "missing")} == {
-        k: v for k, v in data.items() if k not in ("minions", "missing")
+        assert cut["missing"] == missing
+    # the target expression could name other minions: it becomes the user's list
+    assert cut["tgt"] == minions + [m for m in (missing or []) if m not in minions]
+    assert cut["tgt_type"] == "list"
+    unchanged = ("minions", "missing", "tgt", "tgt_type")
+    assert {k: v for k, v in cut.items() if k not in unchanged} == {
+        k: v for k, v in data.items() if k not in unchanged
     }
     assert data == original  # the shared payload is not touched
+
+
+def test_a_global_user_keeps_the_missing_minions_they_may_target():
+    data = new("test.ping", ["web-1", "db-1"], missing=["web-9"])
+    assert shown("salt/job/7/new", data, Permissions(["test.*"]), prelude=[]) is data
 
 
 @pytest.mark.parametrize(
@@ -456,6 +580,10 @@ def test_a_partly_allowed_new_event_is_a_cut_down_copy(data, minions, missing):
         new("test.ping", []),
         new(None, ["web-1"]),
         new("", ["web-1"]),
+        new(["test.ping", "test.version"], ["web-1"]),  # compound: not a function name
+        new("test.ping\n", ["web-1"]),
+        new("test.ping; rm", ["web-1"]),
+        new("test." + "x" * 300, ["web-1"]),
         {"fun": "test.ping"},  # no minions
         new("test.ping", "web-1"),  # minions not a list
         new("test.ping", {"web-1": True}),
@@ -463,30 +591,36 @@ def test_a_partly_allowed_new_event_is_a_cut_down_copy(data, minions, missing):
     ],
 )
 def test_a_new_event_with_no_allowed_minion_is_dropped(data):
-    assert SCOPED.filter_event("salt/job/1/new", data, JOB_FUNS) is None
+    assert shown("salt/job/7/new", data, prelude=[]) is None
 
 
 @pytest.mark.parametrize(
-    ("tag", "data", "shown"),
+    ("tag", "data", "visible"),
     [
-        ("salt/job/1/ret/web-1", {"fun": "test.ping", "return": True}, True),
-        ("salt/job/1/ret/web-2", {"fun": "test.version", "return": "3008.4"}, True),
-        ("salt/job/1/ret/db-1", {"fun": "test.ping", "return": True}, False),
-        ("salt/job/2/ret/db-1", {"fun": "cmd.run", "return": ""}, True),
-        ("salt/job/2/ret/web-1", {"fun": "cmd.run", "return": ""}, False),
+        ("salt/job/1/ret/web-1", ret("test.ping"), True),
+        ("salt/job/1/ret/db-1", ret("test.ping"), False),
+        ("salt/job/2/ret/db-1", ret("cmd.run"), True),
+        ("salt/job/2/ret/web-1", ret("cmd.run"), False),
         ("salt/job/1/ret/web-1", {"return": True}, False),  # no fun: not provably allowed
-        ("salt/job/1/ret/web-1", {"fun": 5, "return": True}, False),
+        ("salt/job/1/ret/web-1", ret(5), False),
         # the tag, not the payload, names the minion
-        ("salt/job/1/ret/db-1", {"fun": "test.ping", "id": "web-1"}, False),
-        ("salt/job/1/ret/web-1", {"fun": "test.ping", "id": "db-1"}, True),
+        ("salt/job/1/ret/db-1", ret("test.ping", id="web-1"), False),
+        ("salt/job/1/ret/web-1", ret("test.ping", id="db-1"), True),
+        # a return naming another function than the job's (finding 2)
+        ("salt/job/2/ret/web-1", ret("test.ping"), False),
+        ("salt/job/1/ret/web-1", ret("test.version"), False),
+        # a job known only from this return: its own function
+        ("salt/job/7/ret/web-1", ret("test.ping"), True),
+        ("salt/job/7/ret/web-1", ret("cmd.run"), False),
+        ("salt/job/7/ret/db-1", ret("cmd.run"), True),
     ],
 )
-def test_ret_events_are_shown_by_function_and_minion(tag, data, shown):
-    assert SCOPED.filter_event(tag, data, JOB_FUNS) is (data if shown else None)
+def test_ret_events_are_shown_by_the_jobs_function_and_the_minion(tag, data, visible):
+    assert shown(tag, data) is (data if visible else None)
 
 
 @pytest.mark.parametrize(
-    ("tag", "shown"),
+    ("tag", "visible"),
     [
         ("salt/job/1/prog/web-1/0", True),  # job 1 is test.ping
         ("salt/job/1/prog/db-1/0", False),
@@ -496,9 +630,9 @@ def test_ret_events_are_shown_by_function_and_minion(tag, data, shown):
         ("salt/job/1/prog/web-1", True),
     ],
 )
-def test_prog_events_use_the_function_of_their_job(tag, shown):
-    data = {"fun": "cmd.run", "data": {"ret": {}}}  # prog payloads' "fun" is not trusted
-    assert SCOPED.filter_event(tag, data, JOB_FUNS) is (data if shown else None)
+def test_prog_events_use_the_function_of_their_job(tag, visible):
+    data = {"fun": "test.ping", "data": {"ret": {}}}  # prog payloads' "fun" is not trusted
+    assert shown(tag, data) is (data if visible else None)
 
 
 @pytest.mark.parametrize("data", [None, "text", ["web-1"], 5, b"{}"])
@@ -506,4 +640,201 @@ def test_prog_events_use_the_function_of_their_job(tag, shown):
     "tag", ["salt/job/1/new", "salt/job/1/ret/web-1", "salt/job/1/prog/web-1/0"]
 )
 def test_malformed_job_payloads_are_dropped(tag, data):
-    assert SCOPED.filter_event(tag, data, JOB_FUNS) is None
+    assert shown(tag, data) is None
+
+
+# -- finding 2: a job's function cannot be rewritten ---------------------------------------------
+
+CMD_JOB = ("salt/job/5/new", new("cmd.run", ["web-1", "db-1"]))
+FORGED_NEW = ("salt/job/5/new", new("test.ping", ["web-1"]))
+PROG = ("salt/job/5/prog/web-1/0", {"data": {"ret": {"secret": 1}}})
+ADMIN_PERMS = Permissions([".*"])
+
+
+def test_a_forged_second_new_makes_the_job_administrator_only():
+    events = [CMD_JOB, FORGED_NEW, PROG, ("salt/job/5/ret/web-1", ret("test.ping"))]
+    events += [("salt/job/5/ret/db-1", ret("cmd.run")), CMD_JOB]
+    pinger = Permissions(["test.*"])
+    assert judge(events, pinger, prelude=[]) == [None] * len(events)
+    # db-1's cmd.run return was visible to SCOPED before the conflict, not after
+    assert judge(events, SCOPED, prelude=[])[0] is not None
+    assert judge(events, SCOPED, prelude=[])[1:] == [None] * (len(events) - 1)
+    assert judge(events, ADMIN_PERMS, prelude=[]) == [data for _, data in events]
+
+
+def test_the_first_function_stays_whatever_comes_later():
+    jobs = JobFunctions()
+    jobs.learn(*CMD_JOB)
+    jobs.learn(*FORGED_NEW)
+    jobs.learn(*CMD_JOB)  # the real function again: still administrator-only
+    assert jobs.get("5") == Job(None, admin_only=True)
+    assert jobs.stats()["conflicts"] == 1
+
+
+def test_a_repeated_new_with_the_same_function_and_arguments_is_no_conflict():
+    jobs = JobFunctions()
+    assert jobs.learn(*CMD_JOB) == jobs.learn(*CMD_JOB)
+    assert jobs.get("5") == Job("cmd.run", [], from_new=True)
+
+
+def test_a_new_reusing_a_jid_with_other_arguments_is_a_conflict():
+    jobs = JobFunctions()
+    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["uptime"]))
+    event = jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"]))
+    assert event is not None and event.admin_only
+    assert jobs.get("5") == Job(None, admin_only=True)
+
+
+def test_a_forged_ret_naming_an_allowed_function_for_a_cmd_run_job_is_hidden():
+    pinger = Permissions(["test.*"])
+    assert judge([CMD_JOB, ("salt/job/5/ret/web-1", ret("test.ping"))], pinger, []) == [None] * 2
+
+
+def test_a_job_learned_from_its_first_return_checks_later_ones_against_it():
+    events = [
+        ("salt/job/6/ret/web-1", ret("test.ping")),
+        ("salt/job/6/prog/web-1/0", {}),
+        ("salt/job/6/ret/web-2", ret("test.version")),  # another function: conflict
+        ("salt/job/6/ret/web-1", ret("test.ping")),
+        ("salt/job/6/prog/web-1/1", {}),
+        ("salt/job/6/new", new("test.ping", ["web-1"])),
+    ]
+    seen = judge(events, prelude=[])
+    assert seen[:2] == [events[0][1], events[1][1]]
+    assert seen[2:] == [None] * 4
+
+
+def test_a_new_after_a_return_lends_no_arguments_to_the_job():
+    """A forged new for a job known from a real return must not choose its arguments."""
+    uptime = Permissions([{"*": [{"cmd.run": {"args": ["uptime$"]}}]}])
+    events = [
+        ("salt/job/6/ret/web-1", ret("cmd.run", fun_args=["cat /etc/shadow"])),
+        ("salt/job/6/new", new("cmd.run", ["web-1"], arg=["uptime"])),  # forged
+        ("salt/job/6/ret/web-2", ret("cmd.run", "web-2", fun_args=["cat /etc/shadow"])),
+        ("salt/job/6/prog/web-1/0", {}),
+    ]
+    seen = judge(events, uptime, prelude=[])
+    assert seen[0] is None and seen[2:] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("fun", "valid"),
+    [
+        ("test.ping", True),
+        ("state.apply", True),
+        ("saltutil.find_job", True),
+        ("x" * 256, True),
+        ("x" * 257, False),
+        ("", False),
+        ("test.ping\n", False),
+        ("test ping", False),
+        ("../x", False),
+        (["test.ping"], False),
+        (None, False),
+        (5, False),
+    ],
+)
+def test_valid_fun(fun, valid):
+    assert valid_fun(fun) is valid
+    jobs = JobFunctions()
+    event = jobs.learn("salt/job/9/new", new(fun, ["web-1"]))
+    assert event is not None and event.admin_only is not valid
+    assert (jobs.get("9") == Job(None, admin_only=True)) is not valid
+
+
+# -- finding 3: argument restrictions through the registry ---------------------------------------
+
+UPTIME = Permissions([{"web-*": [{"cmd.run": {"args": ["uptime$"]}}]}], {"web-*": ["web-1"]})
+
+
+@pytest.mark.parametrize(
+    ("arg", "visible"),
+    [
+        (["uptime"], True),
+        (["uptime", {"__kwarg__": True, "cwd": "/"}], True),
+        (["cat /etc/shadow"], False),
+        ([], False),
+        (None, False),  # a new without arguments: unknown
+        ("uptime", False),
+        (["uptime" + "x" * 70_000], False),  # too large to keep: unknown
+    ],
+)
+def test_an_argument_restricted_entry_shows_only_jobs_with_matching_arguments(arg, visible):
+    job = new("cmd.run", ["web-1"], arg=arg)
+    events = [("salt/job/5/new", job), ("salt/job/5/ret/web-1", ret("cmd.run"))]
+    events.append(("salt/job/5/prog/web-1/0", {}))
+    expected = [data if visible else None for _, data in events]
+    assert judge(events, UPTIME, prelude=[]) == expected
+
+
+@pytest.mark.parametrize(
+    ("fun_args", "visible"),
+    [(["uptime"], True), (["cat /etc/shadow"], False), (None, False), ("uptime", False)],
+)
+def test_a_return_without_a_known_new_is_checked_with_its_own_fun_args(fun_args, visible):
+    data = ret("cmd.run", fun_args=fun_args)
+    assert shown("salt/job/5/ret/web-1", data, UPTIME, prelude=[]) is (data if visible else None)
+
+
+def test_the_jobs_arguments_win_over_a_returns_own():
+    events = [
+        ("salt/job/5/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"])),
+        ("salt/job/5/ret/web-1", ret("cmd.run", fun_args=["uptime"])),  # forged fun_args
+    ]
+    assert judge(events, UPTIME, prelude=[]) == [None, None]
+
+
+def test_arguments_are_kept_as_salts_check_sees_them():
+    jobs = JobFunctions()
+    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=[5, {"__kwarg__": True, "n": 1}]))
+    assert jobs.get("5") == Job("cmd.run", ["5", {"__kwarg__": "True", "n": "1"}], True)
+
+
+# -- bounds ---------------------------------------------------------------------------------------
+
+
+def test_the_registry_is_bounded_in_jobs():
+    jobs = JobFunctions(max_jobs=3)
+    for jid in "12345":
+        jobs.learn(f"salt/job/{jid}/new", new("test.ping", ["web-1"]))
+    assert len(jobs) == 3 and jobs.get("1") is None and jobs.get("5") is not None
+    assert jobs.stats()["evicted"] == 2
+
+
+def test_the_registry_is_bounded_in_bytes():
+    jobs = JobFunctions(max_arg_bytes=10_000, max_bytes=30_000)
+    for jid in range(10):
+        jobs.learn(f"salt/job/{jid}/new", new("cmd.run", ["web-1"], arg=["x" * 9_000]))
+    stats = jobs.stats()
+    assert stats["bytes"] <= 30_000 and stats["jobs"] == 3 and stats["evicted"] == 7
+    assert jobs.get("9") is not None and jobs.get("9").arg == ["x" * 9_000]
+
+
+def test_arguments_beyond_the_bound_are_not_kept():
+    jobs = JobFunctions(max_arg_bytes=100)
+    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["é" * 60]))  # 120 bytes
+    assert jobs.get("5") == Job("cmd.run", None, from_new=True)
+    assert jobs.stats()["args_unknown"] == 1 and jobs.stats()["bytes"] < 1000
+    # a second new cannot be shown to carry the same arguments
+    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["é" * 60]))
+    assert jobs.get("5") == Job(None, admin_only=True)
+
+
+def test_a_deeply_nested_argument_is_unknown_not_an_error():
+    deep: Any = []
+    for _ in range(100_000):
+        deep = [deep]
+    jobs = JobFunctions()
+    event = jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=[deep]))
+    assert event is not None and event.arg is None and not event.admin_only
+
+
+def test_stats_start_at_zero():
+    assert JobFunctions().stats() == {
+        "jobs": 0,
+        "bytes": 0,
+        "conflicts": 0,
+        "refused": 0,
+        "args_unknown": 0,
+        "evicted": 0,
+    }

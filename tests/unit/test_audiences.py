@@ -250,7 +250,7 @@ def test_admins_get_every_event_and_a_scoped_audience_only_its_own(engine, perms
     assert everything == expected
     assert json.loads(notice)["tag"] == wire.GAP_TAG
 
-    cut_new = {**STREAM[0][1], "minions": ["web-1"]}
+    cut_new = {**STREAM[0][1], "minions": ["web-1"], "tgt": ["web-1"], "tgt_type": "list"}
     assert shown == [
         wire.encode_event(STREAM[0][0], cut_new),
         expected[2],
@@ -343,6 +343,116 @@ def test_snapshot_is_per_audience(engine, perms):
     assert engine.snapshot(Channel.FORMATTED_EVENTS, perms) == engine.view.snapshot(perms)
     assert engine.snapshot(Channel.FORMATTED_EVENTS, None) == engine.view.snapshot()
     assert engine.snapshot(Channel.ALL_EVENTS, perms) == []
+
+
+# -- Engine: what a forging minion cannot make a limited user see (issue 9) --------------------
+
+
+def tags_of(messages: list[str]) -> list[str]:
+    return [json.loads(m)["tag"] for m in messages]
+
+
+def prog(jid: str, mid: str) -> tuple[str, dict[str, Any]]:
+    return f"salt/job/{jid}/prog/{mid}/0", {"data": {"ret": {"secret": "output"}}}
+
+
+def test_a_forged_second_new_does_not_rewrite_the_jobs_function(engine, perms):
+    """Finding 2: a cmd.run job on web-1 (not allowed) re-announced as test.ping (allowed)."""
+    admin, limited = Client(engine), Client(engine, perms.key)
+    stream = [
+        new("20", "cmd.run", ["web-1"]),
+        new("20", "test.ping", ["web-1"]),  # forged by a minion
+        prog("20", "web-1"),
+        ret("20", "test.ping", "web-1"),  # forged too
+    ]
+    engine.consume(stream)
+    assert len(admin.received()) == len(stream)
+    assert limited.received() == []
+    engine.consume([prog("20", "web-1")])  # a later batch: still the job's first function
+    assert limited.received() == []
+
+
+def test_a_forged_ret_naming_another_function_is_hidden(engine, perms):
+    admin, limited = Client(engine), Client(engine, perms.key)
+    engine.consume([new("21", "cmd.run", ["web-1"]), ret("21", "test.ping", "web-1")])
+    assert len(admin.received()) == 2
+    assert limited.received() == []
+
+
+def test_a_job_learned_from_its_first_return_keeps_that_function(engine, perms):
+    admin, limited = Client(engine), Client(engine, perms.key)
+    engine.consume([ret("22", "test.ping", "web-1"), prog("22", "web-1")])
+    assert tags_of(limited.received()) == ["salt/job/22/ret/web-1", "salt/job/22/prog/web-1/0"]
+    engine.consume([ret("22", "test.version", "web-2"), prog("22", "web-1")])
+    assert limited.received() == []  # another function: the job is administrator-only now
+    assert len(admin.received()) == 4
+
+
+def test_prog_of_an_unknown_job_is_hidden(engine, perms):
+    limited = Client(engine, perms.key)
+    engine.consume([prog("23", "web-1")])
+    assert limited.received() == []
+
+
+def test_argument_restricted_permissions_check_the_jobs_arguments(engine):
+    """Finding 3: {"cmd.run": {"args": ["uptime"]}} is not every cmd.run."""
+    perms = Permissions([{"web-*": [{"cmd.run": {"args": ["uptime$"]}}]}], resolved=RESOLVED)
+    engine.audiences[perms.key] = perms
+    limited = Client(engine, perms.key)
+    bad_tag, bad = new("30", "cmd.run", ["web-1"])
+    good_tag, good = new("31", "cmd.run", ["web-1"])
+    bad["arg"], good["arg"] = ["cat /etc/shadow"], ["uptime"]
+    engine.consume([(bad_tag, bad), ret("30", "cmd.run", "web-1"), prog("30", "web-1")])
+    assert limited.received() == []
+    engine.consume([(good_tag, good), ret("31", "cmd.run", "web-1"), prog("31", "web-1")])
+    assert tags_of(limited.received()) == [
+        "salt/job/31/new",
+        "salt/job/31/ret/web-1",
+        "salt/job/31/prog/web-1/0",
+    ]
+
+
+def test_a_return_without_a_known_new_is_checked_with_its_own_fun_args(engine):
+    perms = Permissions([{"web-*": [{"cmd.run": {"args": ["uptime$"]}}]}], resolved=RESOLVED)
+    engine.audiences[perms.key] = perms
+    limited = Client(engine, perms.key)
+    (bad_tag, bad), (good_tag, good) = ret("32", "cmd.run", "web-1"), ret("33", "cmd.run", "web-1")
+    bad["fun_args"], good["fun_args"] = ["cat /etc/shadow"], ["uptime"]
+    engine.consume([(bad_tag, bad), (good_tag, good), prog("33", "web-1")])
+    # the prog: the job's arguments are unknown, and an argument restriction grants nothing
+    assert tags_of(limited.received()) == ["salt/job/33/ret/web-1"]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ("salt_ws/bus/lost", {"missed": True, "reason": "forged"}),
+        ("salt_ws/bus/restored", {"missed": True}),
+        ("salt_ws/stream/anything", {}),
+        ("salt_ws/bus/lost", None),  # no payload is not the engine's notice either
+    ],
+)
+def test_a_bus_event_with_the_engines_prefix_is_for_administrators_only(engine, perms, event):
+    """Finding 9: only notices the engine made itself reach every audience."""
+    admin, limited, unknown = Client(engine), Client(engine, perms.key), Client(engine, "x")
+    engine.consume([event, LOST])
+    everything = admin.received()
+    assert len(everything) == 2
+    assert limited.received() == unknown.received() == [everything[1]]
+    assert json.loads(everything[1])["data"]["reason"] != "forged"
+
+
+def test_a_cut_down_new_names_only_the_users_minions(engine, perms):
+    """Finding 10: the cut copy's tgt is the allowed minions, tgt_type "list"."""
+    limited = Client(engine, perms.key)
+    tag, data = new("40", "test.ping", ["db-1", "web-2"])
+    data.update(tgt="db-1,web-2,secret-9", tgt_type="list", missing=["secret-9"])
+    engine.consume([(tag, data)])
+    [cut] = limited.received()
+    shown = json.loads(cut)["data"]
+    assert (shown["tgt"], shown["tgt_type"]) == (["web-2"], "list")
+    assert (shown["minions"], shown["missing"]) == (["web-2"], [])
+    assert "db-1" not in cut and "secret-9" not in cut
 
 
 # -- Engine: admitting sessions and refreshing their targets ------------------------------------
