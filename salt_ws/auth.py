@@ -32,6 +32,7 @@ __all__ = [
     "LoginFailed",
     "RedactingFilter",
     "Session",
+    "check_token_expire",
     "install_log_redaction",
     "redact",
     "token_pattern",

@@ -34,7 +34,7 @@ import tornado.netutil
 
 from salt_ws import wire
 from salt_ws.acl import ADMIN, NOTICE, JobEvent, JobFunctions, Permissions, audience_key, targets_of
-from salt_ws.app import make_app
+from salt_ws.app import make_server
 from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff, LinkChange
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
@@ -176,7 +176,10 @@ class Engine:
     async def admit(self, session: dict[str, Any]) -> Permissions:
         """The audience of a session: its permissions, with ACL targets resolved."""
         assert self.auth is not None
-        auth_list = await self._blocking(self.auth.auth_list, session)
+        # on the token thread: its LoadAuth is used by no other thread (an auth object
+        # without run(), as some tests inject, is called on the default executor)
+        run = getattr(self.auth, "run", None) or self._blocking
+        auth_list = await run(self.auth.auth_list, session)
         key = audience_key(auth_list)
         perms = self.audiences.get(key)
         if perms is None:
@@ -275,7 +278,7 @@ class Engine:
                     self.services.close_expired(now + EXPIRE_EARLY)
                     due = self.auth.reap(now + EXPIRE_EARLY)
                     if due:
-                        await self._blocking(self.auth.forget, due)
+                        await self.auth.run(self.auth.forget, due)
                 self.view_changed(self.view.expire(now))
                 if time.monotonic() >= next_acl:
                     next_acl = time.monotonic() + self.config.acl_refresh_interval
@@ -333,7 +336,10 @@ class Engine:
             {"status": self.status, "view": self.view.tables},
         )
         await self.status_server.start()
-        self.auth = Authenticator(self.opts)
+        self.auth = Authenticator(self.opts, max_pending_logins=self.config.max_pending_logins)
+        # tokens issued before a restart are removed early too (see Authenticator.reap)
+        known = await self.auth.run(self.auth.load_known)
+        log.debug("salt_ws: %d tokens in the store are tracked for expiry", known)
         handoff = Handoff(loop.call_soon_threadsafe, self.consume)
         self.bus = BusReader(self.opts, handoff)
         self.bus.start()
@@ -345,9 +351,7 @@ class Engine:
         self.services = Services(
             self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit
         )
-        self.server = tornado.httpserver.HTTPServer(
-            make_app(self.services), ssl_options=self.tls, max_body_size=self.config.max_body_size
-        )
+        self.server = make_server(self.services, self.tls)
         sockets = await self._bind()
         if sockets is None:
             return
@@ -435,6 +439,7 @@ class Engine:
             "jobs": self.view.job_count,
             "syndics": self.view.syndic_ids,
             "acl_jobs": self.job_funs.stats(),
+            "limits": self.services.stats() if self.services is not None else {},
         }
 
 

@@ -2,6 +2,16 @@
 
 Handlers get their collaborators (hub, authenticator, config, counters)
 through tornado's ``initialize()`` keyword arguments, never from globals.
+
+Admission (issue 9): a websocket without a checked token (waiting for its
+first-message token) holds a slot of its own small budget
+(``max_unauthenticated``, ``max_unauthenticated_per_address``), not one of
+``max_connections``, which only authenticated sockets count, with
+``max_connections_per_token`` and ``max_connections_per_user`` beside it. The
+client address is the peer's, or what a ``trusted_proxies`` peer says in
+``X-Forwarded-For`` (:func:`salt_ws.limits.client_address`); per-address limits
+count IPv6 by /64. Every refusal is counted by reason in
+:meth:`Services.stats` (``salt-run ws.status``, key ``limits``).
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 import tornado.iostream
 import tornado.web
@@ -19,13 +29,14 @@ import tornado.websocket
 
 from salt_ws import wire
 from salt_ws.acl import ADMIN
-from salt_ws.auth import LoginFailed, redact
+from salt_ws.auth import MAX_TOKEN_EXPIRE, LoginBusy, LoginFailed, check_token_expire, redact
 from salt_ws.hub import Channel, Subscription
-from salt_ws.limits import LoginThrottle
+from salt_ws.limits import LoginThrottle, Slots, address_key, client_address, networks
 
 __all__ = [
     "AUTH_COOKIE",
     "CLIENT_READY",
+    "REFUSALS",
     "EventsHandler",
     "LoginHandler",
     "LogoutHandler",
@@ -37,6 +48,28 @@ log = logging.getLogger(__name__)
 AUTH_COOKIE = "session_id"  # saltnado's cookie name
 CLIENT_READY = "websocket client ready"
 WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
+
+# Unknown tokens per address per login_failure_window: this many times login_max_failures.
+# Looser than for passwords: a token cannot be guessed; this bounds the lookups (and the
+# log lines Salt writes for tokens it cannot load).
+UNKNOWN_TOKEN_ALLOWANCE = 4
+
+# Every refusal reason counted in Services.refused (shown even while zero).
+REFUSALS = (
+    "max_connections",  # 503 before the upgrade, 1013 after a first-message token
+    "max_connections_per_token",  # 429 / 1013
+    "max_connections_per_user",  # 429 / 1013
+    "max_unauthenticated",  # 503: too many sockets waiting for a token message
+    "max_unauthenticated_per_address",  # 429
+    "max_http_connections",  # connection closed at once (salt_ws.app.Server)
+    "max_http_connections_per_address",
+    "http_header_timeout",  # headers not complete within http_timeout (or idle keep-alive)
+    "http_body_timeout",  # body not complete within http_timeout
+    "login_throttled",  # 429: failed logins per address or per username
+    "max_pending_logins",  # 503: the login queue is full
+    "unknown_token_throttled",  # 429 / 1013: unknown tokens per address
+    "cross_origin",  # 403: /login or /logout from a foreign Origin
+)
 
 JSON_TYPES = ("application/json", "text/json")
 YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
@@ -71,6 +104,45 @@ class Services:
         self.admit = admit or _admit_everyone
         self.sockets: set[EventsHandler] = set()  # open websockets
         self.throttle = LoginThrottle(config.login_max_failures, config.login_failure_window)
+        self.token_throttle = LoginThrottle(
+            config.login_max_failures * UNKNOWN_TOKEN_ALLOWANCE, config.login_failure_window
+        )
+        self.trusted = networks(config.trusted_proxies)
+        self.unauthenticated = Slots(
+            config.max_unauthenticated, config.max_unauthenticated_per_address
+        )
+        self.http = Slots(config.max_http_connections, config.max_http_connections_per_address)
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+
+    def refuse(self, reason: str) -> None:
+        """Count a refusal (one of :data:`REFUSALS`)."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+    def client_address(self, request: Any) -> str:
+        """The client's address: the peer, or ``X-Forwarded-For`` from a trusted proxy."""
+        forwarded = request.headers.get_list("X-Forwarded-For")
+        return client_address(request.remote_ip or "", forwarded, self.trusted)
+
+    def stats(self) -> dict[str, Any]:
+        """What is open, what was refused (by reason), what the throttles track."""
+        auth_stats = self.auth.stats() if hasattr(self.auth, "stats") else {}
+        login = self.throttle.stats()
+        return {
+            "open": {
+                "websockets": len(self.sockets),
+                "authenticated": sum(1 for h in self.sockets if h.session is not None),
+                "unauthenticated": len(self.unauthenticated),
+                "http_connections": len(self.http),
+                "logins_pending": auth_stats.get("logins_pending", 0),
+            },
+            "refused": dict(self.refused),
+            "tracked": {
+                "login_addresses": login["addresses"],
+                "login_usernames": login["usernames"],
+                "unknown_token_addresses": self.token_throttle.stats()["addresses"],
+                "tokens_known": auth_stats.get("tokens_known", 0),
+            },
+        }
 
     def connections_for(self, token: str) -> int:
         """Open websockets authenticated with ``token``."""
@@ -106,6 +178,13 @@ def _error(status: int, message: str) -> dict[str, str]:
         "status": f"{status} {tornado.httputil.responses.get(status, 'Error')}",
         "return": message,
     }
+
+
+def _user(session: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """Whom ``max_connections_per_user`` counts: the session's eauth and name."""
+    if session is None:
+        return None
+    return (str(session.get("eauth")), str(session.get("name")))
 
 
 def _check_cors_origin(origin: str, allowed: str | tuple[str, ...] | None) -> str | None:
@@ -202,6 +281,24 @@ class BaseHandler(_Redacting, tornado.web.RequestHandler):
         """A token from the ``X-Auth-Token`` header or the session cookie."""
         return _request_token(self)
 
+    def refuse_foreign_origin(self) -> bool:
+        """Answer 403 (and return True) for a browser request from another origin.
+
+        A request with an ``Origin`` header that is neither this server's
+        (its host, as tornado's websocket check compares) nor allowed by
+        ``cors_origin`` is refused: the ``session_id`` cookie must not let
+        another site log a browser in or out. Clients that send no ``Origin``
+        (curl, scripts) are not affected.
+        """
+        origin = self.request.headers.get("Origin")
+        if origin is None or _check_cors_origin(origin, self.services.config.cors_origin):
+            return False
+        if urllib.parse.urlparse(origin).netloc.lower() == (self.request.host or "").lower():
+            return False
+        self.services.refuse("cross_origin")
+        self.fail(403, "cross-origin request refused (see the cors_origin option)")
+        return True
+
 
 class LoginHandler(BaseHandler):
     """``POST /login``: eauth credentials in, saltnado's token payload out."""
@@ -211,13 +308,10 @@ class LoginHandler(BaseHandler):
         self.fail(401, "Please log in")
 
     async def post(self) -> None:
-        address = self.request.remote_ip or "?"
-        throttle = self.services.throttle
-        wait = throttle.retry_after(address, time.time())
-        if wait > 0:
-            self.set_header("Retry-After", str(int(wait) + 1))
-            self.fail(429, f"too many failed logins from {address}; retry in {int(wait) + 1}s")
+        services = self.services
+        if self.refuse_foreign_origin():
             return
+        address = services.client_address(self.request)
         try:
             data = self.payload()
         except ValueError as exc:
@@ -233,34 +327,60 @@ class LoginHandler(BaseHandler):
         expire = data.get("token_expire")
         if expire is not None:
             try:
-                expire = float(expire)
-            except (TypeError, ValueError):
-                self.fail(400, "field 'token_expire' must be a number of seconds")
+                if isinstance(expire, bool):
+                    raise TypeError(expire)
+                expire = check_token_expire(float(expire))
+            except (TypeError, ValueError, OverflowError):
+                self.fail(
+                    400,
+                    "field 'token_expire' must be a number of seconds above 0 and at most "
+                    f"{MAX_TOKEN_EXPIRE:.0f}",
+                )
                 return
-        auth = self.services.auth
+        username = creds["username"]
+        throttle = services.throttle
+        now = time.time()
+        wait = throttle.retry_after(address, now)
+        who = f"from {address}"
+        if not wait:
+            wait = throttle.retry_after(address, now, username)
+            who = f"for user {username!r}"
+        if wait > 0:
+            services.refuse("login_throttled")
+            retry = int(wait) + 1
+            self.set_header("Retry-After", str(retry))
+            self.fail(429, f"too many failed logins {who}; retry in {retry}s")
+            return
+        auth = services.auth
         # Count the attempt as a failure until it succeeds, so that parallel
         # guesses cannot all pass the check above while eauth is busy.
-        throttle.failed(address, time.time())
+        throttle.failed(address, now, username)
         try:
-            result = await auth.run(
-                auth.login, creds["username"], creds["password"], creds["eauth"], expire
+            result = await auth.run_login(
+                auth.login, username, creds["password"], creds["eauth"], expire
             )
+        except LoginBusy as exc:
+            throttle.succeeded(address, now, username)  # nothing was tried
+            services.refuse("max_pending_logins")
+            self.fail(503, str(exc))
+            return
         except LoginFailed as exc:
             log.info(
-                "salt_ws: login refused for user %r (eauth %s) from %s",
-                creds["username"],
+                "salt_ws: login refused for user %r (eauth %r) from %s",
+                username,
                 creds["eauth"],
                 address,
             )
             self.fail(401, str(exc))
             return
-        throttle.succeeded(address)
+        throttle.succeeded(address, now, username)
+        cfg = services.config
         self.set_cookie(
             AUTH_COOKIE,
             result["token"],
             httponly=True,
             samesite="Strict",
-            secure=self.services.config.tls,
+            secure=cfg.tls or cfg.cookie_secure,
             expires=result["expire"],
         )
         self.set_header("X-Auth-Token", result["token"])
@@ -271,6 +391,8 @@ class LogoutHandler(BaseHandler):
     """``POST /logout``: invalidates the token (header, cookie or body ``token``)."""
 
     async def post(self) -> None:
+        if self.refuse_foreign_origin():
+            return
         token = self.request_token()
         if not token:
             try:
@@ -325,6 +447,9 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self._deadline: asyncio.TimerHandle | None = None
         self._authenticating = False
         self._ready_early = False
+        self.address = ""  # the client's (see Services.client_address)
+        self._key = ""  # what per-address limits count (IPv6: the /64)
+        self._unauthenticated: str | None = None  # key of the unauthenticated slot held
 
     def _refuse(self, status: int, message: str) -> None:
         self.set_status(status)
@@ -340,23 +465,82 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self.token, self.session = token, session
         return True
 
+    def _over_a_limit(self) -> tuple[str, str] | None:
+        """(option, message) of the connection limit an authenticated ``self`` exceeds.
+
+        Counts the other authenticated sockets, so it holds before the upgrade
+        and after a first-message authentication alike.
+        """
+        cfg = self.services.config
+        others = [h for h in self.services.sockets if h is not self and h.session is not None]
+        if len(others) >= cfg.max_connections:
+            return (
+                "max_connections",
+                f"too many connections (max_connections: {cfg.max_connections})",
+            )
+        if sum(1 for h in others if h.token == self.token) >= cfg.max_connections_per_token:
+            return "max_connections_per_token", (
+                "too many connections for this token "
+                f"(max_connections_per_token: {cfg.max_connections_per_token})"
+            )
+        user = _user(self.session)
+        if sum(1 for h in others if _user(h.session) == user) >= cfg.max_connections_per_user:
+            return "max_connections_per_user", (
+                "too many connections for this user "
+                f"(max_connections_per_user: {cfg.max_connections_per_user})"
+            )
+        return None
+
+    def _unknown_tokens_throttled(self) -> bool:
+        """True (and counted) once this address sent too many unknown tokens."""
+        if self.services.token_throttle.retry_after(self._key, time.time()) > 0:
+            self.services.refuse("unknown_token_throttled")
+            return True
+        return False
+
     async def get(self, token: str = "", *args: Any, **kwargs: Any) -> None:
         services, cfg = self.services, self.services.config
-        if len(services.sockets) >= cfg.max_connections:
-            self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
-            return
+        self.address = services.client_address(self.request)
+        self._key = address_key(self.address)
         token = urllib.parse.unquote(token or "") or _request_token(self) or ""
-        if token:
-            if not await self._authenticate(token):
-                self._refuse(401, "invalid or expired token")
-                return
-            if services.connections_for(token) >= cfg.max_connections_per_token:
+        if self._unknown_tokens_throttled():
+            self._refuse(429, "too many unknown tokens from this address; retry later")
+            return
+        if not token:
+            # waits for a first-message token: a slot of the unauthenticated budget
+            refusal = services.unauthenticated.refusal(self._key)
+            if refusal == "total":
+                services.refuse("max_unauthenticated")
                 self._refuse(
-                    429,
-                    "too many connections for this token "
-                    f"(max_connections_per_token: {cfg.max_connections_per_token})",
+                    503,
+                    "too many connections waiting for a token "
+                    f"(max_unauthenticated: {cfg.max_unauthenticated})",
                 )
                 return
+            if refusal == "per_key":
+                services.refuse("max_unauthenticated_per_address")
+                self._refuse(
+                    429,
+                    "too many connections waiting for a token from this address "
+                    f"(max_unauthenticated_per_address: {cfg.max_unauthenticated_per_address})",
+                )
+                return
+        else:
+            authenticated = sum(1 for h in services.sockets if h.session is not None)
+            if authenticated >= cfg.max_connections:  # before any eauth
+                services.refuse("max_connections")
+                self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
+                return
+            if not await self._authenticate(token):
+                services.token_throttle.failed(self._key, time.time())
+                self._refuse(401, "invalid or expired token")
+                return
+            over = self._over_a_limit()
+            if over is not None:
+                services.refuse(over[0])
+                self._refuse(503 if over[0] == "max_connections" else 429, over[1])
+                return
+        # nothing is awaited between these checks and open()
         await super().get(token, *args, **kwargs)
 
     def check_origin(self, origin: str) -> bool:
@@ -367,6 +551,8 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
         self.services.sockets.add(self)
+        if self.session is None and self.services.unauthenticated.acquire(self._key) is None:
+            self._unauthenticated = self._key
         self.services.counters.connections += 1
         timeout = self.services.config.handshake_timeout
         self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
@@ -402,18 +588,30 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         else:
             self.close(wire.CLOSE_POLICY, f"unexpected message; send '{CLIENT_READY}'")
 
+    def _leave_unauthenticated(self) -> None:
+        if self._unauthenticated is not None:
+            self.services.unauthenticated.release(self._unauthenticated)
+            self._unauthenticated = None
+
     async def _first_message_auth(self, token: str) -> None:
-        cfg = self.services.config
+        if self._unknown_tokens_throttled():
+            self._authenticating = False
+            self.close(wire.CLOSE_TRY_AGAIN_LATER, "too many unknown tokens from this address")
+            return
         try:
             ok = await self._authenticate(token)
         finally:
             self._authenticating = False
         if self not in self.services.sockets:
             return  # the client left while its token was being checked
+        self._leave_unauthenticated()
+        over = self._over_a_limit() if ok else None
         if not ok:
+            self.services.token_throttle.failed(self._key, time.time())
             self.close(wire.CLOSE_TOKEN_INVALID, "invalid or expired token")
-        elif self.services.connections_for(token) > cfg.max_connections_per_token:
-            self.close(wire.CLOSE_TRY_AGAIN_LATER, "too many connections for this token")
+        elif over is not None:
+            self.services.refuse(over[0])
+            self.close(wire.CLOSE_TRY_AGAIN_LATER, over[1])
         elif self._ready_early:
             self._start()
 
@@ -432,6 +630,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.services.sockets.discard(self)
+        self._leave_unauthenticated()
         if self._deadline is not None:
             self._deadline.cancel()
         if self._sub is not None:

@@ -13,7 +13,15 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["LoginThrottle", "Network", "Slots", "address_key", "client_address", "networks"]
+__all__ = [
+    "LoginThrottle",
+    "Network",
+    "Slots",
+    "address_key",
+    "client_address",
+    "is_trusted",
+    "networks",
+]
 
 # Attempts a key may hold beyond max_failures: those recorded while their check is
 # still running (parallel logins that all passed retry_after).

@@ -18,7 +18,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.websocket
 
-from salt_ws.app import make_app
+from salt_ws.app import make_server
 from salt_ws.auth import LoginFailed, Session
 from salt_ws.config import parse
 from salt_ws.engine import Counters
@@ -45,6 +45,9 @@ class FakeAuthenticator:
 
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:
         return func(*args)
+
+    async def run_login(self, func: Callable[..., Any], *args: Any) -> Any:
+        return await self.run(func, *args)
 
     def well_formed(self, token: str) -> bool:
         return bool(re.fullmatch(r"[0-9a-f]{64}", token or ""))
@@ -178,10 +181,8 @@ async def serving(
 
 @contextlib.asynccontextmanager
 async def serve_services(services: Services, site_class: type = Site) -> AsyncIterator[Any]:
-    """Serve make_app(services) on 127.0.0.1, on an ephemeral port; a ``site_class`` for it."""
-    server = tornado.httpserver.HTTPServer(
-        make_app(services), max_body_size=services.config.max_body_size
-    )
+    """Serve make_server(services) on 127.0.0.1, on an ephemeral port; a ``site_class`` for it."""
+    server = make_server(services)
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server.add_sockets([sock])
     site = site_class(sock.getsockname()[1], services)
