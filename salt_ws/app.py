@@ -13,7 +13,7 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.web
 
-from salt_ws.auth import redact
+from salt_ws.auth import loggable
 from salt_ws.handlers import EventsHandler, LoginHandler, LogoutHandler, Services
 from salt_ws.hub import Channel
 from salt_ws.limits import address_key, is_trusted
@@ -24,7 +24,7 @@ access_log = logging.getLogger("salt_ws.access")
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access log, with tokens in paths redacted."""
+    """Tornado's access log, with tokens in paths redacted and control characters escaped."""
     status = handler.get_status()
     level = logging.DEBUG if status < 400 else logging.INFO
     if access_log.isEnabledFor(level):
@@ -33,8 +33,8 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
             level,
             "%d %s %s (%s) %.1fms",
             status,
-            request.method,
-            redact(request.uri or ""),
+            loggable(request.method or ""),
+            loggable(request.uri or ""),
             request.remote_ip,
             1000.0 * request.request_time(),
         )

@@ -34,6 +34,7 @@ __all__ = [
     "Session",
     "check_token_expire",
     "install_log_redaction",
+    "loggable",
     "redact",
     "token_pattern",
 ]
@@ -63,6 +64,19 @@ def redact(text: str) -> str:
     if "%" in text:
         text = urllib.parse.unquote(text)
     return _HEX_RUN.sub(lambda m: m.group(0)[:6] + "...", text)
+
+
+def loggable(text: str) -> str:
+    """``text`` for a log line: :func:`redact`-ed, with control characters escaped.
+
+    For what a client wrote (a request's path): :func:`redact` decodes
+    percent-escapes, and a decoded ``%0a`` must not start a log line of the
+    client's choosing.
+    """
+    text = redact(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class RedactingFilter(logging.Filter):

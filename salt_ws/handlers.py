@@ -29,7 +29,7 @@ import tornado.websocket
 
 from salt_ws import wire
 from salt_ws.acl import ADMIN
-from salt_ws.auth import MAX_TOKEN_EXPIRE, LoginBusy, LoginFailed, check_token_expire, redact
+from salt_ws.auth import MAX_TOKEN_EXPIRE, LoginBusy, LoginFailed, check_token_expire, loggable
 from salt_ws.hub import Channel, Subscription
 from salt_ws.limits import LoginThrottle, Slots, address_key, client_address, networks
 
@@ -204,7 +204,8 @@ class _Redacting:
     request: Any
 
     def _request_summary(self) -> str:
-        return f"{self.request.method} {redact(self.request.uri)} ({self.request.remote_ip})"
+        method, uri = loggable(self.request.method or ""), loggable(self.request.uri or "")
+        return f"{method} {uri} ({self.request.remote_ip})"
 
 
 class BaseHandler(_Redacting, tornado.web.RequestHandler):

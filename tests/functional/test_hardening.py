@@ -572,3 +572,16 @@ def test_ws_status_carries_the_limits():
     assert status["limits"]["refused"]["max_unauthenticated"] == 0
     assert threading.active_count() >= 1
     assert Channel.ALL_EVENTS.value in status["clients"]
+
+
+async def test_request_lines_are_logged_without_control_characters(caplog):
+    # Was: redact() decodes percent-escapes, so %0a in a path put a line of the
+    # client's choosing into the access log.
+    caplog.set_level(logging.DEBUG, logger="salt_ws")
+    caplog.set_level(logging.DEBUG, logger="tornado")
+    async with serving() as site:
+        path = "/all_events/x%0a2038-01-19%20[INFO%20%20%20%20]%20forged%1b[2J"
+        assert (await site.fetch(path)).code == 401
+    lines = [r.getMessage() for r in caplog.records if "forged" in r.getMessage()]
+    assert lines
+    assert not [line for line in lines if "\n" in line or "\x1b" in line]

@@ -23,6 +23,7 @@ from salt_ws.auth import (
     RedactingFilter,
     Session,
     install_log_redaction,
+    loggable,
     redact,
     token_pattern,
 )
@@ -634,3 +635,16 @@ def test_load_known_survives_a_store_that_cannot_list(authenticators):
 
     fake.list_tokens = broken
     assert auth.load_known(now=NOW) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/all_events", "/all_events"),
+        ("/x%0aforged", "/x\\nforged"),
+        ("/x\x1b[2J", "/x\\x1b[2J"),
+        (f"/all_events/{TOKEN}%0d", "/all_events/012345...\\r"),
+    ],
+)
+def test_loggable_redacts_and_escapes_control_characters(text, expected):
+    assert loggable(text) == expected
