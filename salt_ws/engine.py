@@ -36,7 +36,7 @@ from salt_ws import wire
 from salt_ws.acl import ADMIN, NOTICE, JobEvent, JobFunctions, Permissions, audience_key, targets_of
 from salt_ws.app import make_server
 from salt_ws.auth import Authenticator, install_log_redaction
-from salt_ws.bus import BusReader, Handoff, LinkChange
+from salt_ws.bus import BusReader, Dropped, Handoff, LinkChange
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
@@ -79,7 +79,7 @@ class Engine:
         self.config = config
         self.tls = tls
         self.counters = Counters()
-        self.hub = Hub(config.client_queue_size)
+        self.hub = Hub(config.client_queue_size, config.client_queue_bytes)
         self.auth: Authenticator | None = None
         self.bus: BusReader | None = None
         self.server: tornado.httpserver.HTTPServer | None = None
@@ -112,9 +112,9 @@ class Engine:
         now = time.time()
         view = self.view
         for item in items:
-            if isinstance(item, LinkChange):
+            if isinstance(item, (LinkChange, Dropped)):
                 events.append(("salt_ws/", NOTICE, self._link_notice(item), None))
-                if item.up:
+                if isinstance(item, Dropped) or item.up:
                     self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
@@ -294,7 +294,19 @@ class Engine:
                     log.exception("salt_ws: housekeeping step failed; continuing")
                 failing = True
 
-    def _link_notice(self, change: LinkChange) -> str:
+    def _link_notice(self, change: LinkChange | Dropped) -> str:
+        if isinstance(change, Dropped):  # the engine fell more than bus_queue_bytes behind
+            return wire.notice(
+                wire.DROPPED_TAG,
+                wire.stamp(change.until),
+                self.master_id,
+                reason="the engine fell more than bus_queue_bytes behind the event bus; "
+                "events between down_since and now were dropped",
+                down_since=wire.stamp(change.at),
+                missed=True,
+                dropped=change.events,
+                dropped_bytes=change.bytes,
+            )
         if not change.up:
             self._link_down_since = change.at
             return wire.notice(
@@ -340,7 +352,7 @@ class Engine:
         # tokens issued before a restart are removed early too (see Authenticator.reap)
         known = await self.auth.run(self.auth.load_known)
         log.debug("salt_ws: %d tokens in the store are tracked for expiry", known)
-        handoff = Handoff(loop.call_soon_threadsafe, self.consume)
+        handoff = Handoff(loop.call_soon_threadsafe, self.consume, self.config.bus_queue_bytes)
         self.bus = BusReader(self.opts, handoff)
         self.bus.start()
         if not await loop.run_in_executor(None, self.bus.wait_started, 30.0):
@@ -431,10 +443,15 @@ class Engine:
             "events_received": counters.events_received,
             "messages_sent": counters.messages_sent,
             "clients_cut_slow": hub.stats.clients_cut,
+            "clients_cut_bytes": hub.stats.clients_cut_bytes,
+            "queue_bytes_high_water": hub.stats.queue_bytes_high_water,
+            "client_queue_bytes": cfg.client_queue_bytes,
+            "frame_cache": self.services.frames.stats() if self.services else None,
             "queue_high_water": hub.stats.queue_high_water,
             "client_queue_size": cfg.client_queue_size,
             "bus_connected": bool(self.bus and self.bus.connected),
             "bus_reconnects": counters.bus_reconnects,
+            **(self.bus.stats() if self.bus is not None else {}),
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
             "syndics": self.view.syndic_ids,

@@ -103,6 +103,7 @@ class Services:
         self.snapshot = snapshot
         self.admit = admit or _admit_everyone
         self.sockets: set[EventsHandler] = set()  # open websockets
+        self.frames = wire.FrameCache(config.frame_cache_bytes)  # frames shared by all clients
         self.throttle = LoginThrottle(config.login_max_failures, config.login_failure_window)
         self.token_throttle = LoginThrottle(
             config.login_max_failures * UNKNOWN_TOKEN_ALLOWANCE, config.login_failure_window
@@ -657,7 +658,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         sub = self._sub
         if sub is None or self._inflight is not None:
             return
-        outbox, counters, frame = sub.outbox, self.services.counters, wire.frame
+        outbox, counters, frame = sub.outbox, self.services.counters, self.services.frames.frame
         while sub.active and outbox:
             conn = self.ws_connection
             if conn is None or conn.is_closing():

@@ -6,8 +6,20 @@ and must be closed). The hub appends each already-encoded message to every
 subscriber's :class:`Outbox`; the same ``str`` object is shared by all
 queues, so an event costs its encoded size once however many clients there
 are. The policy is strict: a client receives every message in order, or it
-is cut with :data:`salt_ws.wire.CLOSE_TOO_SLOW` once its queue bound is exceeded. Nothing
-is dropped silently.
+is cut with :data:`salt_ws.wire.CLOSE_TOO_SLOW` once a bound of its queue is
+exceeded, and the reason names that bound. Nothing is dropped silently.
+
+Each queue has two bounds: messages (option ``client_queue_size``) and bytes
+(option ``client_queue_bytes``). A message's size is its text's in-memory
+size (:func:`size_of`), measured once per publish, not once per client.
+
+Messages larger than the bytes bound: a push into an **empty** queue is
+admitted whatever its size (the message bound still applies), and a push
+into a queue that holds anything must fit within the bytes bound. So a
+client that keeps up (its queue drained between publishes) is never cut by
+one large formatted table or snapshot, and a client that does not keep up
+holds at most ``client_queue_bytes`` plus one publish, whose strings are the
+ones the engine just encoded and shares with every other client.
 """
 
 from __future__ import annotations
@@ -18,14 +30,19 @@ import enum
 import itertools
 from typing import Callable, Iterable, Sequence
 
-from salt_ws.wire import CLOSE_TOO_SLOW
+from salt_ws.config import DEFAULTS
+from salt_ws.wire import CLOSE_TOO_SLOW, text_size
 
 __all__ = [
+    "Bound",
     "Channel",
     "Hub",
     "Outbox",
     "Subscription",
+    "size_of",
 ]
+
+size_of = text_size  # the bytes a queued message holds (measured once per publish)
 
 
 class Channel(str, enum.Enum):
@@ -35,47 +52,97 @@ class Channel(str, enum.Enum):
     FORMATTED_EVENTS = "formatted_events"
 
 
+class Bound(str, enum.Enum):
+    """Which bound of an :class:`Outbox` a push would exceed (valued by its option)."""
+
+    MESSAGES = "client_queue_size"
+    BYTES = "client_queue_bytes"
+
+
 class Outbox:
-    """A bounded FIFO of encoded messages for one client (pure).
+    """A FIFO of encoded messages for one client, bounded in messages and bytes (pure).
 
     Args:
         limit: the most messages that may wait; one more is an overflow.
+        max_bytes: the most bytes that may wait behind anything else (see the
+            module docstring for a push into an empty queue).
     """
 
-    __slots__ = ("_items", "high_water", "limit")
+    __slots__ = (
+        "_items",
+        "_sizes",
+        "bytes",
+        "bytes_high_water",
+        "high_water",
+        "limit",
+        "max_bytes",
+    )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int = DEFAULTS.client_queue_bytes) -> None:
         if limit < 1:
             raise ValueError("limit must be positive")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be positive")
         self.limit = limit
+        self.max_bytes = max_bytes
         self.high_water = 0
+        self.bytes = 0
+        self.bytes_high_water = 0
         self._items: collections.deque[str] = collections.deque()
+        self._sizes: collections.deque[int] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, messages: Sequence[str]) -> bool:
-        """Append ``messages``; False (and nothing appended) if the bound would be exceeded."""
-        size = len(self._items) + len(messages)
-        if size > self.limit:
+    def refusal(self, count: int, nbytes: int) -> Bound | None:
+        """The bound that ``count`` more messages of ``nbytes`` in all would exceed, if any."""
+        if len(self._items) + count > self.limit:
+            return Bound.MESSAGES
+        if self._items and self.bytes + nbytes > self.max_bytes:
+            return Bound.BYTES
+        return None
+
+    def push(self, messages: Sequence[str], sizes: Sequence[int] | None = None) -> bool:
+        """Append ``messages`` (of ``sizes`` bytes, measured if not given).
+
+        Returns False, and appends nothing, if a bound would be exceeded.
+        """
+        if sizes is None:
+            sizes = [size_of(message) for message in messages]
+        nbytes = sum(sizes)
+        if self.refusal(len(messages), nbytes) is not None:
             return False
         self._items.extend(messages)
-        if size > self.high_water:
-            self.high_water = size
+        self._sizes.extend(sizes)
+        self.bytes += nbytes
+        if len(self._items) > self.high_water:
+            self.high_water = len(self._items)
+        if self.bytes > self.bytes_high_water:
+            self.bytes_high_water = self.bytes
         return True
 
     def take(self, most: int) -> list[str]:
         """Remove and return up to ``most`` messages, oldest first."""
-        items = self._items
+        items, sizes = self._items, self._sizes
         if len(items) <= most:
             batch = list(items)
             items.clear()
+            sizes.clear()
+            self.bytes = 0
             return batch
-        return [items.popleft() for _ in range(most)]
+        taken = 0
+        batch = []
+        for _ in range(most):
+            batch.append(items.popleft())
+            taken += sizes.popleft()
+        self.bytes -= taken
+        return batch
 
     def clear(self) -> None:
         """Drop everything queued (the client is being closed)."""
         self._items.clear()
+        self._sizes.clear()
+        self.bytes = 0
 
 
 @dataclasses.dataclass(eq=False)
@@ -97,19 +164,24 @@ class HubStats:
 
     messages_published: int = 0
     messages_queued: int = 0
-    clients_cut: int = 0
+    clients_cut: int = 0  # for either bound
+    clients_cut_bytes: int = 0  # of which for client_queue_bytes
     queue_high_water: int = 0
+    queue_bytes_high_water: int = 0
+    large_admitted: int = 0  # pushes beyond client_queue_bytes admitted into an empty queue
 
 
 class Hub:
     """Connected clients per channel and the fan-out to them.
 
     Args:
-        queue_limit: the per-client bound (option ``client_queue_size``).
+        queue_limit: the per-client bound in messages (option ``client_queue_size``).
+        queue_bytes: the per-client bound in bytes (option ``client_queue_bytes``).
     """
 
-    def __init__(self, queue_limit: int) -> None:
+    def __init__(self, queue_limit: int, queue_bytes: int = DEFAULTS.client_queue_bytes) -> None:
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
         self.stats = HubStats()
         self._ids = itertools.count(1)
         self._subs: dict[Channel, dict[int, Subscription]] = {c: {} for c in Channel}
@@ -127,10 +199,12 @@ class Hub:
         ``audience`` groups clients that may see the same messages (see
         :mod:`salt_ws.acl`); :meth:`publish` addresses one audience.
         """
-        sub = Subscription(next(self._ids), channel, Outbox(self.queue_limit), wake, cut, audience)
+        outbox = Outbox(self.queue_limit, self.queue_bytes)
+        sub = Subscription(next(self._ids), channel, outbox, wake, cut, audience)
         self._subs[channel][sub.id] = sub
         if initial:
-            self._offer(sub, initial)
+            sizes = [size_of(message) for message in initial]
+            self._offer(sub, initial, sizes, sum(sizes))
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -149,9 +223,14 @@ class Hub:
         if not messages:
             return
         self.stats.messages_published += len(messages)
+        sizes: list[int] | None = None
+        nbytes = 0
         for sub in list(self._subs[channel].values()):
             if audience is None or sub.audience == audience:
-                self._offer(sub, messages)
+                if sizes is None:  # measured once per publish, for every client
+                    sizes = [size_of(message) for message in messages]
+                    nbytes = sum(sizes)
+                self._offer(sub, messages, sizes, nbytes)
 
     def audiences(self, channel: Channel) -> set[str]:
         """The audiences with at least one subscriber on ``channel``."""
@@ -165,16 +244,27 @@ class Hub:
         """How many clients are subscribed to ``channel``."""
         return len(self._subs[channel])
 
-    def _offer(self, sub: Subscription, messages: Sequence[str]) -> None:
-        if sub.outbox.push(messages):
-            self.stats.messages_queued += len(messages)
-            if sub.outbox.high_water > self.stats.queue_high_water:
-                self.stats.queue_high_water = sub.outbox.high_water
+    def _offer(
+        self, sub: Subscription, messages: Sequence[str], sizes: Sequence[int], nbytes: int
+    ) -> None:
+        outbox, stats = sub.outbox, self.stats
+        over = outbox.refusal(len(messages), nbytes)
+        if over is None:
+            if nbytes > outbox.max_bytes:
+                stats.large_admitted += 1
+            outbox.push(messages, sizes)
+            stats.messages_queued += len(messages)
+            if outbox.high_water > stats.queue_high_water:
+                stats.queue_high_water = outbox.high_water
+            if outbox.bytes_high_water > stats.queue_bytes_high_water:
+                stats.queue_bytes_high_water = outbox.bytes_high_water
             sub.wake()
             return
-        self.stats.clients_cut += 1
+        stats.clients_cut += 1
+        if over is Bound.BYTES:
+            stats.clients_cut_bytes += 1
+            reason = f"client too slow: more than {outbox.max_bytes} bytes waiting"
+        else:
+            reason = f"client too slow: more than {outbox.limit} messages waiting"
         self.unsubscribe(sub)
-        sub.cut(
-            CLOSE_TOO_SLOW,
-            f"client too slow: more than {self.queue_limit} messages waiting",
-        )
+        sub.cut(CLOSE_TOO_SLOW, reason)

@@ -9,24 +9,28 @@ rather than allowed to break a socket.
 
 from __future__ import annotations
 
+import collections
 import datetime
-import functools
 import json
 import math
 import struct
+import sys
 from typing import Any
 
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_TOO_SLOW",
+    "DROPPED_TAG",
     "GAP_TAG",
     "MAX_DEPTH",
     "RESTORED_TAG",
+    "FrameCache",
     "encode",
     "encode_event",
     "frame",
     "jsonable",
     "notice",
+    "text_size",
 ]
 
 # Close codes (RFC 6455 section 7.4.1; 4000-4999 are this application's own).
@@ -35,14 +39,17 @@ CLOSE_UNSUPPORTED = 1003  # the client sent a binary message
 CLOSE_POLICY = 1008  # the client sent something other than the handshake messages
 CLOSE_TOO_BIG = 1009  # an inbound message exceeded max_message_size (sent by tornado)
 CLOSE_TRY_AGAIN_LATER = 1013  # too many connections for this token
-CLOSE_TOO_SLOW = 4001  # the client fell more than client_queue_size messages behind
+CLOSE_TOO_SLOW = 4001  # the client fell client_queue_size messages or client_queue_bytes behind
 CLOSE_TOKEN_INVALID = 4401  # token invalid, expired, or revoked by /logout
 CLOSE_HANDSHAKE_TIMEOUT = 4408  # no token message / ready message within handshake_timeout
 
 # Tags of the engine's own notices, sent in the event shape so that existing
-# clients need no new parsing. Both mean "events may have been missed".
+# clients need no new parsing. All three mean "events may have been missed".
 GAP_TAG = "salt_ws/bus/lost"
 RESTORED_TAG = "salt_ws/bus/restored"
+# The engine fell more than bus_queue_bytes behind the bus and dropped events
+# (same shape as RESTORED_TAG, plus how many events and bytes were dropped).
+DROPPED_TAG = "salt_ws/bus/dropped"
 
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
@@ -114,14 +121,13 @@ def notice(tag: str, at: str, master: str | None = None, **data: Any) -> str:
     return encode_event(tag, {**data, "_stamp": at}, master)
 
 
-@functools.lru_cache(maxsize=4096)
 def frame(text: str) -> bytes:
     """One unmasked, uncompressed websocket text frame (RFC 6455 section 5.2) carrying ``text``.
 
     Server frames are the same bytes for every client, so fan-out builds each
-    once (the cache holds the recent ones) and writes a client's whole batch
-    with one ``write``, instead of one tornado ``write_message`` per message
-    per client.
+    once (see :class:`FrameCache`) and writes a client's whole batch with one
+    ``write``, instead of one tornado ``write_message`` per message per client.
+    This function keeps nothing.
     """
     data = text.encode("utf-8")
     size = len(data)
@@ -132,3 +138,76 @@ def frame(text: str) -> bytes:
     else:
         head = struct.pack("!BBQ", 0x81, 127, size)
     return head + data
+
+
+def text_size(text: str) -> int:
+    """The bytes a message's text occupies in memory (``sys.getsizeof``: O(1), exact)."""
+    return sys.getsizeof(text)
+
+
+class FrameCache:
+    """Websocket frames of recent messages, shared by every client, bounded in bytes (pure).
+
+    The hub queues the same ``str`` for every subscriber and each handler
+    frames what it takes from its queue, so during one publish every client
+    after the first finds its frame here. An entry costs its text (which the
+    cache keeps alive as the key) plus its frame; the least recently used
+    entries are evicted to stay within ``max_bytes``. A message whose entry
+    alone exceeds the bound is framed and not kept (``uncached``). A bound of
+    0 keeps nothing: every client frames each message itself.
+
+    Args:
+        max_bytes: the bound (option ``frame_cache_bytes``).
+    """
+
+    __slots__ = ("_entries", "bytes", "evictions", "hits", "max_bytes", "misses", "uncached")
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must not be negative")
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = self.uncached = 0
+        self._entries: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def frame(self, text: str) -> bytes:
+        """The frame of ``text``, from the cache when it is there."""
+        entries = self._entries
+        found = entries.get(text)
+        if found is not None:
+            self.hits += 1
+            entries.move_to_end(text)
+            return found
+        self.misses += 1
+        built = frame(text)
+        cost = len(built) + text_size(text)
+        if cost > self.max_bytes:
+            self.uncached += 1
+            return built
+        while entries and self.bytes + cost > self.max_bytes:
+            old_text, old_frame = entries.popitem(last=False)
+            self.bytes -= len(old_frame) + text_size(old_text)
+            self.evictions += 1
+        entries[text] = built
+        self.bytes += cost
+        return built
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._entries.clear()
+        self.bytes = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``salt-run ws.status``."""
+        return {
+            "limit_bytes": self.max_bytes,
+            "bytes": self.bytes,
+            "entries": len(self._entries),
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "uncached": self.uncached,
+        }

@@ -3,12 +3,16 @@
 salt_ws.bus.Handoff: ordered, coalescing, thread-safe handover to the engine loop.
 salt_ws.engine.Engine.consume: one encode per event, published on ALL_EVENTS in bus order,
 with the bus link's edges turned into notices.
+salt_ws.bus.Link: the bus link's state machine (probes, back-off, log throttling), pure.
+salt_ws.bus.BusReader: what the bus thread does with one raw event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import logging
 import pathlib
 import threading
 from typing import Any, Callable
@@ -19,7 +23,15 @@ import salt.utils.event
 
 import salt_ws.engine
 from salt_ws import wire
-from salt_ws.bus import Handoff, LinkChange
+from salt_ws.bus import (
+    PROBE_PREFIX,
+    BusReader,
+    Dropped,
+    Handoff,
+    Link,
+    LinkChange,
+    LinkState,
+)
 from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.hub import Channel
@@ -252,7 +264,9 @@ def consume_on_a_loop(engine: Engine, fleets: list[FakeFleet], *batches: list[An
         restores = 0
         for items in batches:
             engine.consume(items)
-            restores += sum(isinstance(i, LinkChange) and i.up for i in items)
+            restores += sum(
+                isinstance(i, Dropped) or (isinstance(i, LinkChange) and i.up) for i in items
+            )
         while sum(fleet.seeds for fleet in fleets) < restores:
             await asyncio.sleep(0.005)
 
@@ -408,3 +422,315 @@ def test_one_pathological_event_does_not_lose_its_neighbours(engine):
     engine.consume([("a", {}), ("deep", deep), ("b", {})])
     tags = [json.loads(m)["tag"] for m in client.received()]
     assert tags == ["a", "deep", "b"]
+
+
+# -- Handoff: bounded in bytes (issue 9, finding 8) --------------------------------------------
+
+
+def bounded(loop: ManualLoop, consumer: Consumer, max_bytes: int = 100) -> Handoff:
+    return Handoff(loop.call_soon_threadsafe, consumer, max_bytes)
+
+
+def test_handoff_beyond_its_bytes_drops_and_leaves_one_marker(loop, consumer):
+    handoff = bounded(loop, consumer)
+    assert handoff.put(("e1", {}), 60, now=10.0) is True
+    assert handoff.put(("e2", {}), 60, now=11.0) is False
+    assert handoff.put(("e3", {}), 10, now=12.0) is False  # dropping lasts until the next drain
+    assert handoff.reject(5, now=13.0) is True  # the reader's check before unpacking
+    loop.run_once()
+    [e1, marker] = consumer.items
+    assert e1 == ("e1", {})
+    assert isinstance(marker, Dropped)
+    assert (marker.at, marker.until, marker.events, marker.bytes) == (11.0, 13.0, 3, 75)
+    stats = handoff.stats()
+    assert (stats["dropped_events"], stats["dropped_bytes"], stats["gaps"]) == (3, 75, 1)
+    assert stats["limit_bytes"] == 100
+    assert stats["bytes_high_water"] == 60
+    assert stats["bytes"] == 0
+
+
+def test_handoff_accepts_again_after_a_drain_and_a_new_episode_gets_its_own_marker(loop, consumer):
+    handoff = bounded(loop, consumer)
+    handoff.put("a", 90, now=1.0)
+    handoff.put("b", 90, now=2.0)
+    loop.run_once()
+    assert handoff.put("c", 90, now=3.0) is True
+    assert handoff.reject(90, now=4.0) is True
+    loop.run_once()
+    first, second = (i for i in consumer.items if isinstance(i, Dropped))
+    assert (first.events, second.events) == (1, 1)
+    assert [i for i in consumer.items if isinstance(i, str)] == ["a", "c"]
+    assert handoff.stats()["gaps"] == 2
+
+
+def test_one_event_larger_than_the_bound_is_admitted_into_an_empty_handoff(loop, consumer):
+    handoff = bounded(loop, consumer)
+    assert handoff.put("huge", 500) is True
+    assert handoff.put("next", 1) is False
+    loop.run_once()
+    assert consumer.items[0] == "huge"
+
+
+def test_markers_are_never_dropped(loop, consumer):
+    handoff = bounded(loop, consumer)
+    handoff.put("a", 100)
+    lost = LinkChange(False, 1.0)
+    assert handoff.put(lost) is True
+    loop.run_once()
+    assert consumer.items == ["a", lost]
+
+
+def test_a_drop_on_an_idle_handoff_schedules_the_marker(loop, consumer):
+    handoff = bounded(loop, consumer)
+    handoff.put("a", 100)
+    loop.run_once()
+    handoff.put("b", 100)
+    assert handoff.reject(1, now=5.0) is True
+    assert len(loop.scheduled) == 1
+    loop.run_once()
+    assert isinstance(consumer.items[-1], Dropped)
+
+
+def test_a_dropped_episode_becomes_one_notice_for_every_audience(engine, fleets):
+    admin, limited = Client(engine), Client(engine, audience="limited-user")
+    marker = Dropped(LOST_AT)
+    marker.add(2048, LOST_AT)
+    marker.add(1024, BACK_AT)
+    consume_on_a_loop(engine, fleets, [("before", {}), marker, ("after", {})])
+    tags = [json.loads(m)["tag"] for m in admin.received()]
+    assert tags == ["before", wire.DROPPED_TAG, "after"]
+    [notice] = [json.loads(m) for m in limited.received()]
+    assert notice["tag"] == "salt_ws/bus/dropped"
+    data = notice["data"]
+    assert data["missed"] is True
+    assert (data["dropped"], data["dropped_bytes"]) == (2, 3072)
+    assert data["down_since"] == "2023-11-14T22:13:20.250000+00:00"
+    assert data["_stamp"] == "2023-11-14T22:13:23.500000+00:00"
+    assert "bus_queue_bytes" in data["reason"]
+    assert [fleet.seeds for fleet in fleets] == [1]  # the view may have missed changes
+
+
+# -- Link: the bus link's state machine (issue 9, finding 11) ----------------------------------
+
+
+def nonces() -> Callable[[], str]:
+    counter = iter(range(1, 1_000_000))
+    return lambda: f"n{next(counter)}"
+
+
+def warnings(actions_list) -> list[str]:
+    return [msg for acts in actions_list for level, msg, _ in acts.logs if level >= logging.WARNING]
+
+
+def started_link(now: float = 0.0) -> Link:
+    """A link whose first probe came back at ``now``."""
+    link = Link(now, nonce=nonces())
+    [probe] = link.subscribed(now).probes
+    assert link.is_probe(probe)
+    link.delivered(now)
+    assert link.state is LinkState.UP
+    return link
+
+
+def test_a_first_answered_probe_brings_the_link_up_quietly():
+    link = Link(0.0, nonce=nonces())
+    assert link.state is LinkState.STARTING
+    assert not link.connected
+    acts = link.subscribed(0.0)
+    [probe] = acts.probes
+    assert probe == PROBE_PREFIX + "n1"
+    up = link.delivered(0.01)
+    assert link.connected
+    assert up.notices == [] and warnings([acts, up]) == []
+    assert link.wake_at() is None  # nothing to time while up
+
+
+def test_probe_tags_are_the_engines_own_nonces_only():
+    link = Link(0.0)
+    [probe] = link.subscribed(0.0).probes
+    nonce = probe[len(PROBE_PREFIX) :]
+    assert len(nonce) >= 22  # 128 random bits, urlsafe
+    assert not link.is_probe(PROBE_PREFIX + "guessed")
+    assert not link.is_probe("salt_ws/bus/lost")
+    assert link.is_probe(probe)
+    assert not link.is_probe(probe)  # hidden once; a replay is an ordinary event
+
+
+def test_nothing_from_a_dead_publisher_at_start_is_one_lost_after_the_grace():
+    link = Link(0.0, nonce=nonces())
+    acts = [link.subscribed(0.0)]
+    acts += [link.tick(t / 4) for t in range(1, 40)]  # 10 s
+    notices = [n for a in acts for n in a.notices]
+    assert [(n.up, n.at) for n in notices] == [(False, 5.0)]
+    assert len(warnings(acts)) == 1
+    assert link.state is LinkState.DOWN
+
+
+def test_a_discarded_engine_is_told_lost_then_restored_within_two_seconds():
+    link = started_link(0.0)
+    lost = link.dropped(100.0)
+    assert [(n.up, n.at) for n in lost.notices] == [(False, 100.0)]
+    assert not link.connected
+    again = link.subscribed(100.05)  # Salt's client reconnects at once
+    assert len(again.probes) == 1
+    assert link.is_probe(again.probes[0])
+    back = link.delivered(100.06)
+    assert [(n.up, n.at) for n in back.notices] == [(True, 100.06)]
+    assert link.connected
+    assert len(warnings([lost, again, back])) == 2  # lost, then delivering again
+
+
+def test_any_event_proves_delivery():
+    link = started_link(0.0)
+    link.dropped(10.0)
+    back = link.delivered(10.5)  # an ordinary event came through before the probe
+    assert [n.up for n in back.notices] == [True]
+    assert link.delivered(10.6).notices == []
+
+
+def flap(link: Link, start: float, seconds: float):
+    """A publisher restarted every second that accepts and closes at once (Salt 3008.4).
+
+    Timers run exactly when the link asks (``wake_at``), as the reader does.
+    Returns every Actions and the (time, tag) of every probe.
+    """
+    actions, probes = [], []
+    next_flap, now, end = float(int(start) + 1), start, start + seconds
+    while now < end:
+        wake = link.wake_at()
+        if wake is not None and wake < next_flap:
+            now = wake
+            steps = [(now, link.tick(now))]
+        else:
+            now, next_flap = next_flap, next_flap + 1
+            steps = [
+                (now + 0.001, link.subscribed(now + 0.001)),
+                (now + 0.002, link.dropped(now + 0.002)),
+            ]
+        for at, acts in steps:
+            actions.append(acts)
+            probes += [(at, tag) for tag in acts.probes]
+    return actions, probes
+
+
+def test_a_dead_publisher_gives_one_lost_no_restored_and_backs_off_to_30s():
+    link = started_link(0.0)
+    actions = [link.dropped(1.0)]
+    more, probes = flap(link, 1.0, 1900)  # over half an hour
+    actions += more
+    notices = [n for a in actions for n in a.notices]
+    assert [n.up for n in notices] == [False]
+    assert link.state is LinkState.DOWN
+    times = [t for t, _ in probes]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(times)]
+    assert gaps[:5] == [1, 2, 4, 8, 16]
+    assert set(gaps[5:]) == {30}
+    assert len(probes) < 1900 / 25  # not one a second
+    # the log: once, then a reminder every 10 minutes; nothing else above DEBUG
+    assert len(warnings(actions)) == 1 + 3
+    assert link.stats()["probes_sent"] == len(probes) + 1
+
+
+def test_after_a_long_outage_a_returning_publisher_is_restored_once():
+    link = started_link(0.0)
+    actions = [link.dropped(1.0)]
+    more, probes = flap(link, 1.0, 120)
+    actions += more
+    assert link.subscribed(130.0).probes == []  # a reconnect while down keeps the back-off
+    assert link.is_probe(probes[-3][1])  # a late answer to an earlier probe counts too
+    back = link.delivered(130.01)
+    assert [n.up for n in back.notices] == [True]
+    assert link.stats()["down_since"] is None
+    # the next outage starts the back-off afresh, with an immediate probe on reconnect
+    link.dropped(200.0)
+    assert len(link.subscribed(200.01).probes) == 1
+
+
+def test_a_failed_subscription_is_lost_at_once_and_probes_on_the_next_one():
+    link = Link(0.0, nonce=nonces())
+    failed = link.failed(0.5)
+    assert [n.up for n in failed.notices] == [False]
+    assert link.failed(1.5).notices == []  # said once
+    assert len(link.subscribed(3.0).probes) == 1
+    assert [n.up for n in link.delivered(3.01).notices] == [True]
+
+
+def test_wake_at_is_the_next_timer():
+    link = Link(0.0, nonce=nonces())
+    link.subscribed(0.0)
+    assert link.wake_at() == 1.0  # the next probe, before the 5 s grace
+    link.tick(1.0)
+    assert link.wake_at() == 3.0
+
+
+def test_link_stats():
+    link = started_link(0.0)
+    link.dropped(5.0)
+    stats = link.stats()
+    assert stats["state"] == "down"
+    assert stats["down_since"] == 5.0
+    assert stats["outages"] == 1
+    assert stats["probes_sent"] == 1
+    assert stats["probes_answered"] == 1
+
+
+# -- BusReader: one raw event on the bus thread --------------------------------------------------
+
+
+class Reader:
+    """A BusReader that is never started, fed raw events by hand."""
+
+    def __init__(self, max_bytes: int = 1 << 20) -> None:
+        self.loop, self.consumer = ManualLoop(), Consumer()
+        self.handoff = Handoff(self.loop.call_soon_threadsafe, self.consumer, max_bytes)
+        self.reader = BusReader({}, self.handoff)
+        self.fired: list[str] = []
+        self.reader._launch = self.fired.append
+        self.unpacked: list[bytes] = []
+
+    def unpack(self, raw: bytes) -> tuple[str, Any]:
+        self.unpacked.append(raw)
+        tag, _, data = raw.decode().partition("|")
+        return tag, {"d": data}
+
+    def receive(self, raw: bytes, now: float) -> None:
+        self.reader._receive(raw, self.unpack, now)
+
+    def items(self) -> list[Any]:
+        self.loop.run_once()
+        return self.consumer.items
+
+
+def test_the_engines_own_probe_is_hidden_and_others_pass():
+    r = Reader()
+    r.reader._apply(r.reader.link.subscribed(0.0))
+    [probe] = r.fired
+    r.receive(f"{probe}|".encode(), 0.01)
+    r.receive(b"salt_ws/probe/forged|x", 0.02)
+    r.receive(b"salt/job/1/new|y", 0.03)
+    assert r.reader.connected
+    assert r.items() == [("salt_ws/probe/forged", {"d": "x"}), ("salt/job/1/new", {"d": "y"})]
+
+
+def test_events_beyond_the_bus_bound_are_dropped_before_unpacking():
+    r = Reader(max_bytes=1 << 20)
+    big = b"t|" + b"x" * (1 << 20)
+    r.receive(big, 1.0)
+    r.receive(b"small|1", 2.0)
+    assert r.unpacked == [big]
+    [first, marker] = r.items()
+    assert first[0] == "t"
+    assert isinstance(marker, Dropped) and marker.bytes == len(b"small|1")
+
+
+def test_the_reader_reports_a_restore_before_the_event_that_proves_it():
+    r = Reader()
+    link = r.reader.link
+    r.reader._apply(link.subscribed(0.0))
+    r.receive(f"{r.fired[0]}|".encode(), 0.01)
+    r.reader._apply(link.dropped(5.0))
+    r.receive(b"salt/job/2/new|", 5.5)
+    items = r.items()
+    assert [type(i).__name__ for i in items] == ["LinkChange", "LinkChange", "tuple"]
+    assert [i.up for i in items[:2]] == [False, True]
+    assert r.reader.stats()["bus_dropped_events"] == 0

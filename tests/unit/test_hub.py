@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from salt_ws.hub import Channel, Hub, Outbox
+import salt_ws.hub
+from salt_ws import wire
+from salt_ws.hub import Bound, Channel, Hub, Outbox
 from salt_ws.wire import CLOSE_TOO_SLOW
 
 
@@ -293,3 +295,95 @@ def test_unsubscribe_after_a_cut_is_harmless(crowd):
     assert len(crowd.slow_writer.cuts) == 1
     assert crowd.hub.stats.clients_cut == 1
     assert crowd.hub.subscribers(Channel.ALL_EVENTS) == (crowd.fast,)
+
+
+# -- bounded in bytes too (issue 9, finding 8) ------------------------------------------------
+
+
+def test_outbox_refuses_a_push_beyond_its_bytes_and_names_the_bound():
+    box = Outbox(100, max_bytes=10)
+    assert box.refusal(1, 6) is None
+    assert box.push(["a"], [6]) is True
+    assert box.refusal(1, 6) is Bound.BYTES
+    assert box.push(["b"], [6]) is False
+    assert box.bytes == 6
+    assert box.take(10) == ["a"]
+
+
+def test_outbox_names_the_message_bound_when_that_is_exceeded():
+    box = Outbox(2, max_bytes=1000)
+    box.push(["a", "b"], [1, 1])
+    assert box.refusal(1, 1) is Bound.MESSAGES
+
+
+def test_outbox_take_gives_back_the_bytes():
+    box = Outbox(10, max_bytes=10)
+    box.push(["a", "b", "c"], [3, 3, 3])
+    box.take(1)
+    assert box.bytes == 6
+    assert box.push(["d"], [4]) is True
+    assert box.take(10) == ["b", "c", "d"]
+    assert box.bytes == 0
+    assert box.bytes_high_water == 10
+
+
+def test_a_message_larger_than_the_bytes_bound_enters_only_an_empty_outbox():
+    box = Outbox(10, max_bytes=10)
+    assert box.push(["table"], [50]) is True  # alone: admitted
+    assert box.push(["x"], [1]) is False  # nothing more until it is taken
+    box.take(1)
+    box.push(["small"], [1])
+    assert box.push(["table"], [50]) is False  # not behind anything
+
+
+def test_sizes_default_to_the_texts_in_memory_size():
+    box = Outbox(10, max_bytes=1 << 20)
+    box.push(["abc"])
+    assert box.bytes == wire.text_size("abc")
+
+
+def test_a_client_over_the_bytes_bound_is_cut_with_4001_naming_it():
+    hub = Hub(queue_limit=1000, queue_bytes=100_000)
+    slow_writer, _ = subscribe(hub)
+    fast_writer, fast = subscribe(hub)
+    for n in range(5):
+        hub.publish(Channel.ALL_EVENTS, [f"{n}" + "x" * 30_000])
+        fast.outbox.take(10)
+    [(code, reason)] = slow_writer.cuts
+    assert code == CLOSE_TOO_SLOW
+    assert reason == "client too slow: more than 100000 bytes waiting"
+    assert fast_writer.cuts == []
+    assert hub.stats.clients_cut == hub.stats.clients_cut_bytes == 1
+    assert 90_000 < hub.stats.queue_bytes_high_water <= 100_000
+
+
+def test_a_client_that_keeps_up_is_never_cut_by_large_tables():
+    hub = Hub(queue_limit=1000, queue_bytes=65536)
+    writer, sub = subscribe(hub)
+    for n in range(20):
+        hub.publish(Channel.ALL_EVENTS, [f"{n}" * 500_000])
+        assert len(sub.outbox.take(10)) == 1
+    assert writer.cuts == []
+    assert hub.stats.large_admitted == 20
+
+
+def test_a_large_snapshot_is_admitted_into_the_new_client_queue():
+    hub = Hub(queue_limit=10, queue_bytes=65536)
+    writer, sub = subscribe(hub, initial=["m" * 200_000, "j" * 200_000])
+    assert writer.cuts == []
+    assert len(sub.outbox) == 2
+
+
+def test_each_message_is_measured_once_per_publish_not_once_per_client(monkeypatch):
+    measured = []
+
+    def size_of(text):
+        measured.append(text)
+        return len(text)
+
+    monkeypatch.setattr(salt_ws.hub, "size_of", size_of)
+    hub = Hub(queue_limit=10)
+    subs = [subscribe(hub)[1] for _ in range(5)]
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    assert measured == ["e1", "e2"]
+    assert all(sub.outbox.bytes == 4 for sub in subs)

@@ -247,6 +247,72 @@ def test_frame_is_one_final_text_frame_with_the_right_length(length):
     assert decoded == text
 
 
-def test_frame_is_built_once_per_message():
+def test_the_frame_function_keeps_nothing():
+    """Frames are cached only by a FrameCache the engine owns, bounded in bytes."""
+    assert not hasattr(wire.frame, "cache_info")
+
+
+# -- FrameCache: frames shared by every client, bounded in bytes ------------------------------
+
+
+def test_a_cached_frame_is_built_once_per_message():
+    cache = wire.FrameCache(1 << 20)
     text = wire.encode_event("salt/frame/once", {"n": 1})
-    assert wire.frame(text) is wire.frame(text)
+    first = cache.frame(text)
+    assert cache.frame(text) is first
+    assert first == wire.frame(text)
+    stats = cache.stats()
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (1, 1, 1)
+
+
+def test_a_cache_of_1_mb_messages_never_holds_more_than_its_bound():
+    bound = 4 * 1024 * 1024
+    cache = wire.FrameCache(bound)
+    for n in range(100):
+        text = f"{n:08d}" + "x" * (1024 * 1024)
+        assert cache.frame(text) == wire.frame(text)
+        assert cache.frame(text) is cache.frame(text)  # fan-out to several clients: hits
+        assert 0 < cache.bytes <= bound
+    stats = cache.stats()
+    assert stats["bytes"] <= stats["limit_bytes"] == bound
+    assert stats["entries"] < 4  # each entry costs its text and its frame
+    assert stats["misses"] == 100
+    assert stats["hits"] == 200
+    assert stats["evictions"] == 100 - stats["entries"]
+
+
+def test_the_least_recently_used_frame_is_evicted_first():
+    one = len(wire.frame("a" * 1000)) + wire.text_size("a" * 1000)
+    cache = wire.FrameCache(2 * one)
+    a, b, c = "a" * 1000, "b" * 1000, "c" * 1000
+    cache.frame(a)
+    cache.frame(b)
+    cache.frame(a)  # a is now the most recent
+    cache.frame(c)  # evicts b
+    hits = cache.stats()["hits"]
+    cache.frame(a)
+    assert cache.stats()["hits"] == hits + 1
+    cache.frame(b)
+    assert cache.stats()["misses"] == 4
+
+
+def test_a_message_larger_than_the_whole_cache_is_framed_but_not_kept():
+    cache = wire.FrameCache(1000)
+    text = "x" * 5000
+    assert cache.frame(text) == wire.frame(text)
+    stats = cache.stats()
+    assert (stats["bytes"], stats["entries"], stats["uncached"]) == (0, 0, 1)
+
+
+def test_a_zero_bound_caches_nothing():
+    cache = wire.FrameCache(0)
+    text = wire.encode_event("t", {"n": 1})
+    assert cache.frame(text) == wire.frame(text)
+    assert cache.frame(text) is not cache.frame(text)
+    stats = cache.stats()
+    assert (stats["bytes"], stats["entries"], stats["hits"]) == (0, 0, 0)
+
+
+def test_a_negative_bound_is_refused():
+    with pytest.raises(ValueError):
+        wire.FrameCache(-1)
