@@ -42,7 +42,7 @@ from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
 from salt_ws.status import StatusServer, socket_path
-from salt_ws.view import FormattedView, Update, ViewLimits
+from salt_ws.view import FormattedView, LoadGrains, ReloadKeys, Update, ViewLimits
 
 __all__ = ["Counters", "Engine", "run"]
 
@@ -92,7 +92,14 @@ class Engine:
         self.syndics = bool(opts.get("order_masters", False))
         syndic_wait = float(opts.get("syndic_wait", 5) or 0) if self.syndics else 0.0
         self.view = FormattedView(
-            ViewLimits(config.max_jobs, config.job_max_age, config.job_timeout, syndic_wait),
+            ViewLimits(
+                config.max_jobs,
+                config.job_max_age,
+                config.job_timeout,
+                syndic_wait,
+                max_minions=config.max_minions,
+                max_jobs_bytes=config.max_jobs_bytes,
+            ),
             self.master_id,
             syndics=self.syndics,
         )
@@ -169,9 +176,12 @@ class Engine:
                 if update.jobs:
                     messages.append(self.view.render_jobs(perms))
                 self.hub.publish(Channel.FORMATTED_EVENTS, messages, audience)
-        mids = [mid for command in update.commands for mid in command.mids]
+        loads = [command for command in update.commands if isinstance(command, LoadGrains)]
+        mids = [mid for command in loads for mid in command.mids]
         if mids and self.fleet is not None:
             self._spawn(self._load_grains(mids))
+        if self.fleet is not None and any(isinstance(c, ReloadKeys) for c in update.commands):
+            self._spawn(self._reload_keys())  # the view asks for one at a time
 
     async def admit(self, session: dict[str, Any]) -> Permissions:
         """The audience of a session: its permissions, with ACL targets resolved."""
@@ -230,6 +240,16 @@ class Engine:
             update.merge(self.view.set_grains(mid, grains))
         self.view_changed(update)
 
+    async def _reload_keys(self) -> None:
+        """Re-read the accepted keys for the view (a key event, or an id it has no key for)."""
+        assert self.fleet is not None
+        try:
+            accepted = await self._blocking(self.fleet.accepted)
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: could not read the master's accepted keys", exc_info=True)
+            accepted = None
+        self.view_changed(self.view.set_accepted(accepted, time.time()))
+
     async def _reseed(self) -> None:
         """(Re)load the fleet: accepted, connected minions and their cached grains."""
         if self.fleet is None:
@@ -238,11 +258,12 @@ class Engine:
                 log.warning("salt_ws: minion_data_cache is off; the formatted view shows no grains")
         try:
             minions = await self._blocking(self.fleet.seed)
+            accepted = await self._blocking(self.fleet.accepted)
             syndics = await self._blocking(self.fleet.syndics) if self.syndics else []
         except Exception:  # pylint: disable=broad-except
             log.warning("salt_ws: could not read the fleet from the master", exc_info=True)
             return
-        self.view_changed(self.view.seed(minions, syndics))
+        self.view_changed(self.view.seed(minions, syndics, accepted))
 
     async def _housekeeping(self) -> None:
         """Twice a second: token expiry, job timeouts and bounds; ACL targets and, when
@@ -286,7 +307,7 @@ class Engine:
                 if own_presence and self.fleet is not None and time.monotonic() >= next_presence:
                     next_presence = time.monotonic() + interval
                     connected = await self._blocking(self.fleet.connected)
-                    self.view_changed(self.view.presence(connected))
+                    self.view_changed(self.view.presence(connected, now=time.time()))
                 failing = False
             except Exception:  # pylint: disable=broad-except
                 # Keep enforcing token expiry whatever else fails; log once per streak.
@@ -455,6 +476,8 @@ class Engine:
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
             "syndics": self.view.syndic_ids,
+            "refused": self.view.refused,  # the formatted view's, by reason
+            "jobs_bytes": self.view.jobs_bytes,
             "acl_jobs": self.job_funs.stats(),
             "limits": self.services.stats() if self.services is not None else {},
         }

@@ -14,6 +14,17 @@ wrapping the inner event.
 Parsing never raises: payloads come from the bus as Salt and third parties
 fire them, and a missing ``retcode`` (scheduled jobs, #15582) or a non-dict
 payload must not break anything downstream.
+
+What is trusted: nothing. A shape check only tells a real event from noise;
+it proves nothing about who fired it. Salt 3008.4 fires a minion's
+``event.send`` under its own tag without a check (its blacklist misses
+``salt/job/*/ret/*``, ``salt/job/*/prog/*`` and ``salt/presence/*``), and the
+``events``-list form keeps whatever ``id`` the minion wrote, so ``data["id"] ==
+mid`` holds for forgeries too, and any ``syndic/`` prefix can be made up. Ids
+are therefore passed on as written (the view checks each against
+:func:`valid_id` and the master's accepted keys, and counts what it refuses),
+and every other field (``fun``, ``arg``, ``minions``, ``return``) is data to
+bound, never a decision.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ __all__ = [
     "PresencePresent",
     "SyndicStart",
     "parse",
+    "valid_id",
 ]
 
 
@@ -49,6 +61,7 @@ class JobNew:
     minions: tuple[str, ...]
     user: str | None
     stamp: str | None
+    arg: list[Any] | None = None  # Salt's format: positional args, kwargs as {"__kwarg__": True}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +77,7 @@ class JobReturn:
     stamp: str | None
     tgt: Any = None
     tgt_type: str | None = None
+    fun_args: list[Any] | None = None
 
 
 class KeyAction(str, enum.Enum):
@@ -133,6 +147,21 @@ Event = (
 MAX_SYNDIC_DEPTH = 8
 
 
+def valid_id(mid: Any) -> bool:
+    """Salt's ``salt.utils.verify.valid_id`` character rule, without opts or the disk.
+
+    An id may not be empty, ``.`` or ``..``, nor hold ``/``, ``\\`` or NUL:
+    Salt joins ids to its pki and cache directories.
+    """
+    return (
+        isinstance(mid, str)
+        and mid not in ("", ".", "..")
+        and "/" not in mid
+        and "\\" not in mid
+        and "\0" not in mid
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Forwarded:
     """``syndic/<sid>/<tag>``: an event a syndic forwarded from its own master's bus.
@@ -161,6 +190,10 @@ def _ids(value: Any) -> frozenset[str]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _list(value: Any) -> list[Any] | None:
+    return list(value) if isinstance(value, (list, tuple)) else None
 
 
 def _retcode(value: Any) -> int | None:
@@ -213,6 +246,7 @@ def parse(tag: Any, data: Any) -> Event | None:
                 minions=tuple(sorted(_ids(minions))),
                 user=_str(data.get("user")),
                 stamp=stamp,
+                arg=_list(data.get("arg")),
             )
         if parts[3] == "ret" and len(parts) >= 5:
             mid = "/".join(parts[4:])
@@ -229,6 +263,7 @@ def parse(tag: Any, data: Any) -> Event | None:
                 stamp=stamp,
                 tgt=data.get("tgt"),
                 tgt_type=_str(data.get("tgt_type")),
+                fun_args=_list(data.get("fun_args")),
             )
         return None
     if tag == "salt/key":

@@ -25,9 +25,64 @@ waits for syndics to report. Because syndics also re-fire their masters'
 presence events under the plain tag, this master's own presence then comes
 only from :meth:`FormattedView.presence` (the engine's own check).
 
+What is trusted (issue 9). Any minion can put nearly any tag and payload on
+the master bus, so no event proves anything; the view decides from the
+master's own state, which the engine hands it:
+
+* **Ids.** An id enters the minions table, a job's expected minions, a job's
+  entries or a :class:`LoadGrains` command only if it passes Salt's
+  ``valid_id`` rule (:func:`salt_ws.events.valid_id`: no ``/``, ``\\``, NUL,
+  not empty, ``.`` or ``..``; at most 255 bytes, as a key file name) and is an
+  **accepted key** of this master (the set given to :meth:`~FormattedView.seed`
+  and :meth:`~FormattedView.set_accepted`). A ``salt/key`` event, or an event
+  naming a valid id without a key, does not change that set: it makes the
+  view ask the engine to re-read the keys (:class:`ReloadKeys`, one at a time,
+  at most once a second); ids that events said were connected enter once the
+  keys show them accepted.
+* **Behind syndics** (a master of masters) minions have no key here: a
+  forwarded event counts only if its first hop (``via[0]``) is an accepted
+  key of this master and every hop and id passes ``valid_id``; deeper (nested)
+  syndic ids are bounded (:data:`MAX_NESTED_SYNDICS`). A syndic is learned from
+  ``salt/syndic/<id>/start`` or the seed only with an accepted key. Nothing of
+  a minion behind a syndic is ever read from this master's cache (only local
+  minions get :class:`LoadGrains`). Returns, which syndics forward under the
+  plain tag, need only ``valid_id`` there.
+* **A job's function never changes once known** (from its first ``new``, or
+  its first return with a function if no ``new`` was seen), nor its
+  arguments once known from a ``new``. A conflicting ``new`` (another
+  ``fun``, or the same one with other ``arg``) changes nothing but makes the job
+  administrator-only; so does, for a job known only from returns, a return
+  with another function (it is kept, for administrators: both sources are
+  equally forgeable, so neither is believed over the other). A job whose
+  function is not shaped like one (``acl.valid_fun``) is administrator-only.
+  Each minion's entry keeps the function of that minion's own return
+  (internally; the wire entry is unchanged) and is shown to an audience only
+  if that function is permitted for it on that minion, with the job's
+  ``arg`` when it is the job's function (else ``arg=None``, under which
+  argument-restricted permissions grant nothing).
+* **Bounds.** The minions table holds at most ``max_minions`` ids (local and
+  behind syndics); the jobs table at most ``max_jobs`` jobs and
+  ``max_jobs_bytes`` bytes of its encoding (oldest dropped first). One
+  minion's return whose encoded entry is larger than an eighth of
+  ``max_jobs_bytes`` is replaced by a marker string naming its size
+  (``"<return of N bytes not kept: ...>"``; the raw event on ``/all_events``
+  is unaffected), and so is a job's ``tgt`` beyond that size; other string
+  fields are cut at :data:`MAX_FIELD` characters, jids at
+  ``acl.MAX_JID_LENGTH``.
+
+Everything refused is counted by reason in :attr:`FormattedView.refused`
+(reported by ``salt-run ws.status``): ``invalid_id``, ``not_accepted``,
+``over_limit`` (minions table full, too many nested syndics or entries in a
+job), ``fun_conflict`` (jobs made administrator-only by a conflicting
+``new`` or return), ``jobs_bytes`` (jobs dropped for ``max_jobs_bytes``),
+``return_too_large`` and ``field_too_large`` (values replaced by a marker),
+``invalid_jid``.
+
 Encoding is incremental: each minion and each job-minion entry keeps its
-JSON fragment, so an event re-encodes only what it changed and a table is
-rendered by joining cached fragments; a new client gets the cached strings.
+JSON fragment (a job's entries are encoded when they change, which is also
+how the jobs table's size in bytes is kept without re-encoding it), so an
+event re-encodes only what it changed and a table is rendered by joining
+cached fragments; a new client gets the cached strings.
 """
 
 from __future__ import annotations
@@ -36,16 +91,19 @@ import collections
 import dataclasses
 import enum
 import json
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from salt_ws import events as ev
+from salt_ws.acl import MAX_JID_LENGTH, valid_fun
 from salt_ws.wire import encode, stamp
 
 __all__ = [
+    "REFUSALS",
     "Command",
     "FormattedView",
     "JobState",
     "LoadGrains",
+    "ReloadKeys",
     "Update",
     "ViewLimits",
 ]
@@ -57,7 +115,7 @@ class Audience(Protocol):
     admin: bool
     key: str
 
-    def may(self, fun: str | None, mid: str) -> bool: ...
+    def may(self, fun: str | None, mid: str, arg: Any = None) -> bool: ...
 
     def may_target(self, mid: str) -> bool: ...
 
@@ -71,12 +129,14 @@ class JobState(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ViewLimits:
-    """Jobs table bounds, job timeout and (on a master of masters) Salt's ``syndic_wait``."""
+    """Table bounds, job timeout and (on a master of masters) Salt's ``syndic_wait``."""
 
     max_jobs: int = 1000
     job_max_age: float = 86400.0
     job_timeout: float = 600.0
     syndic_wait: float = 0.0
+    max_minions: int = 100_000
+    max_jobs_bytes: int = 256 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +146,13 @@ class LoadGrains:
     mids: tuple[str, ...]
 
 
-Command = LoadGrains
+@dataclasses.dataclass(frozen=True)
+class ReloadKeys:
+    """Command: re-read the master's accepted keys, then call ``set_accepted`` with them
+    (``set_accepted(None)`` if they could not be read)."""
+
+
+Command = LoadGrains | ReloadKeys
 
 
 @dataclasses.dataclass
@@ -108,9 +174,35 @@ class Update:
         return self
 
 
+#: Reasons counted in :attr:`FormattedView.refused` (see the module docstring).
+REFUSALS = (
+    "invalid_id",
+    "not_accepted",
+    "over_limit",
+    "fun_conflict",
+    "jobs_bytes",
+    "return_too_large",
+    "field_too_large",
+    "invalid_jid",
+)
+
 _PENDING = {"return": None, "retcode": None, "success": None}
+_PENDING_JSON = encode(_PENDING)
 LOCAL = ""  # the source of minions connected to this master (other sources: syndic ids)
 ECHO_WINDOW = 2.0  # seconds within which a nested syndic's event is re-fired by its parents
+MAX_ECHOES = 1024  # recent nested-syndic events remembered for that
+MAX_ID_BYTES = 255  # a key file name: no file system holds a longer one
+MAX_NESTED_SYNDICS = 64  # syndic ids without a key here (below the first hop)
+MAX_FIELD = 1024  # characters of a job's fun, user, tgt_type or start_time
+MAX_KEY_HINTS = 1024  # ids waiting for a key re-read to tell whether they may enter
+KEYS_INTERVAL = 1.0  # seconds between two key re-reads asked for by events
+KEYS_TIMEOUT = 30.0  # a key re-read unanswered this long is taken as lost
+_JOB_MINIONS = ',"minions":{'
+
+
+def _nbytes(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (as it goes on the wire)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _join(prefix: str, parts: list[str], suffix: str) -> str:
@@ -123,22 +215,30 @@ def _join(prefix: str, parts: list[str], suffix: str) -> str:
 
 
 class _Job:
-    """One row of the jobs table, with its encoded fragments."""
+    """One row of the jobs table, with its encoded fragments and their size in bytes."""
 
     __slots__ = (
+        "admin_only",
+        "arg",
         "end_time",
+        "entry_bytes",
+        "from_new",
         "fun",
+        "funs",
+        "head",
         "jid",
+        "jid_json",
         "last_stamp",
         "minion_fragments",
         "minions",
         "pending",
         "settle_at",
+        "size",
         "start_time",
         "started_at",
         "state",
         "success",
-        "tgt",
+        "tgt_json",
         "tgt_type",
         "user",
         "via",
@@ -148,16 +248,19 @@ class _Job:
         self,
         jid: str,
         fun: str,
-        tgt: Any,
+        tgt_json: str,
         tgt_type: str,
         start_time: str | None,
         user: str | None,
-        expected: Iterable[str],
         now: float,
     ) -> None:
         self.jid = jid
-        self.fun = fun
-        self.tgt = tgt
+        self.jid_json = encode(jid)
+        self.fun = fun  # "" while unknown
+        self.arg: Any = None  # the job's arguments in Salt's format (None: unknown)
+        self.from_new = False  # fun (and arg) known from a new event
+        self.admin_only = False
+        self.tgt_json = tgt_json
         self.tgt_type = tgt_type
         self.start_time = start_time
         self.user = user
@@ -167,16 +270,69 @@ class _Job:
         self.end_time: str | None = None
         self.last_stamp: str | None = start_time  # of the latest event, for end_time
         self.settle_at = now  # complete no sooner (a published job: after syndic_wait)
-        self.pending = set(expected)  # targeted minions that have not returned
-        self.minions: dict[str, dict[str, Any]] = {mid: dict(_PENDING) for mid in self.pending}
-        self.minion_fragments: dict[str, str] = {}
+        self.pending: set[str] = set()  # targeted minions that have not returned
+        self.minions: dict[str, dict[str, Any]] = {}
+        # same keys, same order as minions: each entry encoded, and its size in bytes
+        self.minion_fragments: dict[str, tuple[str, int]] = {}
+        self.entry_bytes = 0  # sum of the fragments' sizes
+        self.funs: dict[str, str | None] = {}  # the function of each minion's own return
         self.via: dict[str, str] = {}  # minion -> the syndic that announced it for this job
+        self.head = ""
+        self.size = 0  # bytes of '"<jid>":{...}' in the encoded table
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Re-encode the job's own fields; the change in :attr:`size`."""
+        self.head = "".join(
+            (
+                '{"jid":',
+                self.jid_json,
+                ',"tgt":',
+                self.tgt_json,
+                ',"tgt_type":',
+                encode(self.tgt_type),
+                ',"fun":',
+                encode(self.fun),
+                ',"start_time":',
+                encode(self.start_time),
+                ',"state":',
+                encode(self.state.value),
+                ',"success":',
+                encode(self.success),
+                ',"user":',
+                encode(self.user),
+                ',"end_time":',
+                encode(self.end_time),
+            )
+        )
+        n = len(self.minion_fragments)
+        size = (
+            _nbytes(self.jid_json)
+            + 1
+            + _nbytes(self.head)
+            + len(_JOB_MINIONS)
+            + self.entry_bytes
+            + max(0, n - 1)
+            + 2
+        )
+        delta, self.size = size - self.size, size
+        return delta
+
+    def put(self, mid: str, entry: dict[str, Any], fragment: str) -> None:
+        """Set ``mid``'s entry and its encoding."""
+        old = self.minion_fragments.get(mid)
+        if old is not None:
+            self.entry_bytes -= old[1]
+        size = _nbytes(fragment)
+        self.minions[mid] = entry
+        self.minion_fragments[mid] = (fragment, size)
+        self.entry_bytes += size
 
     def expect(self, mids: Iterable[str]) -> None:
         """Also wait for ``mids``; a completed job that now waits runs again."""
         for mid in mids:
             if mid not in self.minions:
-                self.minions[mid] = dict(_PENDING)
+                self.put(mid, dict(_PENDING), encode(mid) + ":" + _PENDING_JSON)
                 self.pending.add(mid)
         if self.state is JobState.COMPLETE and self.pending:
             self.state, self.success, self.end_time = JobState.RUNNING, None, None
@@ -187,78 +343,78 @@ class _Job:
             return False
         self.pending.discard(mid)
         del self.minions[mid]
-        self.minion_fragments.pop(mid, None)
+        self.entry_bytes -= self.minion_fragments.pop(mid)[1]
+        self.funs.pop(mid, None)
         return True
-
-    def set_minion(self, mid: str, entry: dict[str, Any]) -> None:
-        self.minions[mid] = entry
-        self.minion_fragments.pop(mid, None)
 
     def finish(self, stamp: str | None) -> None:
         self.state = JobState.COMPLETE
         self.end_time = stamp
         self.success = all(m.get("success") is True for m in self.minions.values())
 
+    def fun_of(self, mid: str) -> str | None:
+        """The function ``mid`` ran for this job (its return's; the job's until it returns)."""
+        return self.funs[mid] if mid in self.funs else self.fun
+
     def render(self, only: set[str] | None = None) -> str:
         """The job's JSON (``only``: just these minions' entries)."""
-        head = encode(
-            {
-                "jid": self.jid,
-                "tgt": self.tgt,
-                "tgt_type": self.tgt_type,
-                "fun": self.fun,
-                "start_time": self.start_time,
-                "state": self.state.value,
-                "success": self.success,
-                "user": self.user,
-                "end_time": self.end_time,
-            }
-        )
         frags = self.minion_fragments
-        parts = []
-        for mid, entry in self.minions.items():
-            if only is not None and mid not in only:
-                continue
-            frag = frags.get(mid)
-            if frag is None:
-                frag = frags[mid] = encode(mid) + ":" + encode(entry)
-            parts.append(frag)
-        return head[:-1] + ',"minions":{' + ",".join(parts) + "}}"
+        if only is None:
+            parts = [frag for frag, _ in frags.values()]
+        else:
+            parts = [frag for mid, (frag, _) in frags.items() if mid in only]
+        return self.head + _JOB_MINIONS + ",".join(parts) + "}}"
 
 
 class FormattedView:
     """Minions and jobs tables, updated from bus events.
 
     Args:
-        limits: jobs table bounds, job timeout and syndic wait.
+        limits: table bounds, job timeout and syndic wait.
         master: with ``include_master``, this master's id, added to every table message.
         syndics: this master is a master of masters: follow what syndics
             forward, and take this master's presence only from :meth:`presence`.
+        accepted: ids of the minion keys this master has accepted (see :meth:`set_accepted`).
+        valid_id: the id rule (default :func:`salt_ws.events.valid_id`; the
+            engine may pass Salt's own, bound to the master's opts).
     """
 
     def __init__(
-        self, limits: ViewLimits | None = None, master: str | None = None, syndics: bool = False
+        self,
+        limits: ViewLimits | None = None,
+        master: str | None = None,
+        syndics: bool = False,
+        accepted: Iterable[str] = (),
+        valid_id: Callable[[str], bool] | None = None,
     ) -> None:
         self.limits = limits or ViewLimits()
         # option include_master: every table message also says which master it describes
         self._suffix = "}" if master is None else ',"master":' + encode(master) + "}"
         self._follow_syndics = syndics
+        self._valid_id = valid_id or ev.valid_id
+        self._refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self._accepted: frozenset[str] = frozenset()
+        self._hints: set[str] = set()  # ids said to be connected, refused for want of a key
+        self._keys_wanted = False  # a key re-read is due
+        self._keys_asked: float | None = None  # when the one in flight was asked for
+        self._keys_last = float("-inf")
         self._minions: dict[str, dict[str, Any]] = {}
         self._minion_fragments: dict[str, str] = {}
         # who reports each minion: LOCAL (this master) or a syndic id
         self._sources: dict[str, set[str]] = {LOCAL: set()}
         self._syndics: set[str] = set()
+        self._nested: set[str] = set()  # syndics learned without a key here
         self._linked: set[str] = set()  # syndics this master's presence check has seen
         # recent events of nested syndics, which their parent syndics re-fire as their own:
-        # (time, event, ids of the syndics above the one it came from)
-        self._echoes: collections.deque[tuple[float, ev.Event, frozenset[str]]] = (
-            collections.deque()
-        )
+        # (time, hash of the event, ids of the syndics above the one it came from)
+        self._echoes: collections.deque[tuple[float, int, frozenset[str]]] = collections.deque()
         self._jobs: dict[str, _Job] = {}
+        self._jobs_size = 0  # sum of the jobs' sizes in bytes
         self._job_fragments: dict[str, str] = {}
         # encoded tables: key None is the full view, other keys one audience's
         self._minions_messages: dict[str | None, str] = {}
         self._jobs_messages: dict[str | None, str] = {}
+        self._set_accepted(accepted)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -276,6 +432,16 @@ class FormattedView:
     def job_count(self) -> int:
         """Jobs in the table."""
         return len(self._jobs)
+
+    @property
+    def jobs_bytes(self) -> int:
+        """Bytes of the encoded jobs table (its entries, without the message's wrapper)."""
+        return self._jobs_size + max(0, len(self._jobs) - 1)
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """What the view refused or cut, by reason (see :data:`REFUSALS`)."""
+        return dict(self._refused)
 
     def render_minions(self, audience: Audience | None = None) -> str:
         """The encoded ``{"minions": ...}`` message, for everyone or for one audience.
@@ -300,8 +466,9 @@ class FormattedView:
     def render_jobs(self, audience: Audience | None = None) -> str:
         """The encoded ``{"jobs": ...}`` message, for everyone or for one audience.
 
-        An audience sees the jobs whose function it may run on at least one of
-        the job's minions, with only those minions' entries.
+        An audience sees the jobs that are not administrator-only, with the
+        entries of the minions whose own function it may run there (none: the
+        job is not shown).
         """
         key = None if audience is None or audience.admin else audience.key
         message = self._jobs_messages.get(key)
@@ -310,18 +477,29 @@ class FormattedView:
             parts = []
             for jid, job in self._jobs.items():
                 if key is not None:
-                    allowed = [m for m in job.minions if audience.may(job.fun, m)]  # type: ignore[union-attr]
+                    if job.admin_only:
+                        continue
+                    allowed = self._allowed(job, audience)  # type: ignore[arg-type]
                     if not allowed:
                         continue
                     if len(allowed) < len(job.minions):
-                        parts.append(encode(jid) + ":" + job.render(set(allowed)))
+                        parts.append(job.jid_json + ":" + job.render(allowed))
                         continue
                 frag = frags.get(jid)
                 if frag is None:
-                    frag = frags[jid] = encode(jid) + ":" + job.render()
+                    frag = frags[jid] = job.jid_json + ":" + job.render()
                 parts.append(frag)
             message = self._jobs_messages[key] = _join('{"jobs":{', parts, self._suffix)
         return message
+
+    @staticmethod
+    def _allowed(job: _Job, audience: Audience) -> set[str]:
+        allowed = set()
+        for mid in job.minions:
+            fun = job.fun_of(mid)
+            if audience.may(fun, mid, arg=job.arg if fun == job.fun else None):
+                allowed.add(mid)
+        return allowed
 
     def forget_audience(self, key: str) -> None:
         """Drop an audience's cached tables (its permissions were re-resolved)."""
@@ -339,22 +517,36 @@ class FormattedView:
     # -- inputs ---------------------------------------------------------------------------
 
     def seed(
-        self, minions: Mapping[str, Mapping[str, Any] | None], syndics: Iterable[str] = ()
+        self,
+        minions: Mapping[str, Mapping[str, Any] | None],
+        syndics: Iterable[str] = (),
+        accepted: Iterable[str] | None = None,
     ) -> Update:
         """(Re)start from the master's accepted, connected minions and their cached grains.
 
         Minions not in ``minions`` are dropped (a re-seed after a bus outage);
         ``None`` grains keep what the view knew and ask for them again.
         ``syndics``: ids of syndics known to report to this master.
+        ``accepted``: the master's accepted keys (default: those known
+        already, plus ``minions`` and ``syndics``, taken as read from them).
         """
-        update = self._learn_syndics(syndics)
-        update.merge(self._remove([mid for mid in self._sources[LOCAL] if mid not in minions]))
+        syndics = list(syndics)
+        if accepted is None:  # read from the keys: they are accepted
+            accepted = [*self._accepted, *minions, *syndics]
+        self._set_accepted(accepted)
+        self._hints.clear()
+        self._keys_asked = None
+        update = self._learn_syndics([s for s in syndics if self._first_hop(s, want=False)])
+        gone = [m for m in self._sources[LOCAL] if m not in minions or m not in self._accepted]
+        update.merge(self._remove(gone))
         update.minions = True
         missing = []
         for mid, grains in minions.items():
             if mid in self._syndics:
                 continue  # connected like a minion, but none
             known = mid in self._sources[LOCAL]
+            if not known and not self._admit(mid, LOCAL, hint=False):
+                continue
             self._sources[LOCAL].add(mid)
             if grains is None:
                 missing.append(mid)
@@ -366,9 +558,35 @@ class FormattedView:
             update.commands.append(LoadGrains(tuple(missing)))
         return update
 
+    def set_accepted(self, accepted: Iterable[str] | None, now: float | None = None) -> Update:
+        """Result of a :class:`ReloadKeys` command: the master's accepted keys now.
+
+        Local minions whose key is gone leave; ids events said were connected
+        enter if their key is now accepted. ``None``: the keys could not be
+        read (nothing changes; a later event may ask again). With ``now``,
+        a re-read asked for meanwhile is returned as a command at once.
+        """
+        self._keys_asked = None
+        update = Update()
+        if accepted is not None:
+            self._set_accepted(accepted)
+            local = self._sources[LOCAL]
+            update.merge(self._remove([m for m in local if m not in self._accepted]))
+            hints, self._hints = self._hints, set()
+            update.merge(self._add([m for m in hints if m in self._accepted]))
+        if now is not None:
+            update.commands.extend(self._keys_command(now))
+        return update
+
     def apply(self, tag: Any, data: Any, now: float) -> Update:
         """Apply one bus event; never raises for odd tags or payloads."""
-        event = ev.parse(tag, data)
+        update = self._apply(ev.parse(tag, data), now)
+        update.commands.extend(self._keys_command(now))
+        if self._bound_jobs():
+            update.jobs = True
+        return update
+
+    def _apply(self, event: ev.Event | ev.Forwarded | None, now: float) -> Update:
         if event is None:
             return Update()
         if isinstance(event, ev.Forwarded):
@@ -378,7 +596,9 @@ class FormattedView:
         if isinstance(event, ev.JobReturn):
             return self._job_return(event, now)
         if isinstance(event, ev.SyndicStart):
-            return self._learn_syndics([event.sid]) if self._follow_syndics else Update()
+            if self._follow_syndics and self._first_hop(event.sid):
+                return self._learn_syndics([event.sid])
+            return Update()
         if isinstance(event, (ev.PresencePresent, ev.PresenceChange)):
             if self._follow_syndics:
                 return Update()  # maybe a syndic's, re-fired under the plain tag
@@ -386,30 +606,33 @@ class FormattedView:
                 return self.presence(event.present)
             return self._add(event.new).merge(self._remove(event.lost))
         if isinstance(event, ev.KeyChange):
-            if event.act is ev.KeyAction.ACCEPT:
-                return self._add([event.mid])
-            if event.act in (ev.KeyAction.DELETE, ev.KeyAction.REJECT):
-                return self._remove([event.mid])
+            # forgeable: only a hint to re-read the keys (accept: and to let the id in then)
+            if event.act is ev.KeyAction.ACCEPT and self._id_ok(event.mid, count=False):
+                self._hint(event.mid)
+            self._keys_wanted = True
             return Update()
         if isinstance(event, ev.MinionStart):
             if event.mid in self._syndics or self._origin(event.mid) not in (None, LOCAL):
                 return Update()  # a syndic's minion: its start event re-fired under the plain tag
-            update = self._add([event.mid])
-            if not update.commands:
-                update.commands.append(LoadGrains((event.mid,)))
-            return update
+            if event.mid in self._sources[LOCAL]:
+                return Update(commands=[LoadGrains((event.mid,))])
+            return self._add([event.mid])
         if isinstance(event, ev.MinionDataRefreshed):
             if event.mid in self._sources[LOCAL]:
                 return Update(commands=[LoadGrains((event.mid,))])
             return Update()
         return Update()  # pragma: no cover - parse() returns only the kinds above
 
-    def presence(self, present: Iterable[str], source: str = LOCAL) -> Update:
+    def presence(
+        self, present: Iterable[str], source: str = LOCAL, now: float | None = None
+    ) -> Update:
         """The full set of minions connected to this master (or to syndic ``source``'s).
 
         Comes from a presence event or the engine's own check. The minions
         table is re-sent every time, as saltnado's page promises ("every
-        loop_interval seconds").
+        loop_interval seconds"). With ``now``, a key re-read it makes due is
+        returned as a command (otherwise the next :meth:`apply` or
+        :meth:`expire` returns it).
         """
         present = set(present)
         members = self._sources.setdefault(source, set())
@@ -424,6 +647,8 @@ class FormattedView:
             for sid in self._linked - present:
                 self._linked.discard(sid)
                 update.merge(self._remove(list(self._sources.get(sid, ())), sid))
+        if now is not None:
+            update.commands.extend(self._keys_command(now))
         return update
 
     def set_grains(self, mid: str, grains: Mapping[str, Any] | None) -> Update:
@@ -437,7 +662,10 @@ class FormattedView:
         return Update(minions=True)
 
     def expire(self, now: float) -> Update:
-        """Time out jobs whose minions never answered, and drop jobs past ``job_max_age``."""
+        """Time out jobs whose minions never answered, and drop jobs past ``job_max_age``.
+
+        Also returns a key re-read that events made due meanwhile.
+        """
         limits = self.limits
         changed = False
         for jid, job in list(self._jobs.items()):
@@ -447,17 +675,105 @@ class FormattedView:
                 changed = True
             elif job.state is JobState.RUNNING and age >= limits.job_timeout:
                 error = f"no return within {limits.job_timeout:g}s"
-                for mid in job.pending:
-                    job.set_minion(
-                        mid, {"return": None, "retcode": None, "success": False, "error": error}
-                    )
+                for mid in list(job.pending):
+                    entry = {"return": None, "retcode": None, "success": False, "error": error}
+                    self._set_entry(job, mid, entry)
                 job.pending.clear()
                 job.finish(stamp(now))
-                self._touch_job(jid)
+                self._touch_job(job)
                 changed = True
             elif self._settle(job, now):  # syndics had time to report more minions
                 changed = True
-        return Update(jobs=changed)
+        changed |= self._bound_jobs()
+        return Update(jobs=changed, commands=self._keys_command(now))
+
+    # -- trust ----------------------------------------------------------------------------
+
+    def _refuse(self, reason: str, count: int = 1) -> None:
+        self._refused[reason] += count
+
+    def _set_accepted(self, accepted: Iterable[str]) -> None:
+        self._accepted = frozenset(m for m in accepted if self._id_ok(m, count=False))
+
+    def _id_ok(self, mid: Any, count: bool = True) -> bool:
+        """Does ``mid`` pass Salt's id rule (and fit a key file name)?"""
+        ok = (
+            isinstance(mid, str)
+            and self._valid_id(mid)
+            and (len(mid) <= MAX_ID_BYTES if mid.isascii() else _nbytes(mid) <= MAX_ID_BYTES)
+        )
+        if not ok and count:
+            self._refuse("invalid_id")
+        return ok
+
+    def _hint(self, mid: str) -> None:
+        if len(self._hints) < MAX_KEY_HINTS:
+            self._hints.add(mid)
+
+    def _keys_command(self, now: float) -> list[Command]:
+        """A :class:`ReloadKeys` if one is due: wanted, none in flight, not within a second."""
+        if not self._keys_wanted:
+            return []
+        if self._keys_asked is not None and now - self._keys_asked < KEYS_TIMEOUT:
+            return []
+        if now - self._keys_last < KEYS_INTERVAL:
+            return []
+        self._keys_wanted = False
+        self._keys_asked = self._keys_last = now
+        return [ReloadKeys()]
+
+    def _first_hop(self, sid: str, want: bool = True) -> bool:
+        """May syndic ``sid`` speak to this master directly (valid id, accepted key)?"""
+        if not self._id_ok(sid):
+            return False
+        if sid not in self._accepted:
+            self._refuse("not_accepted")
+            self._keys_wanted |= want
+            return False
+        return True
+
+    def _admit(self, mid: str, source: str, hint: bool = True) -> bool:
+        """May ``mid`` enter the minions table, reported by ``source``? (Counts refusals.)"""
+        if not self._id_ok(mid):
+            return False
+        if source == LOCAL and mid not in self._accepted:
+            self._refuse("not_accepted")
+            if hint:
+                self._hint(mid)
+                self._keys_wanted = True
+            return False
+        if mid not in self._minions and len(self._minions) >= self.limits.max_minions:
+            self._refuse("over_limit")
+            return False
+        return True
+
+    def _targets(self, mids: Iterable[str], local: bool) -> list[str]:
+        """The minions a job waits for among ``mids`` (a ``new`` event's ``minions``).
+
+        Valid ids (with an accepted key for this master's own ``new``); a
+        syndic never returns, its master's minions do (and, as Salt's CLI, no
+        return is awaited from a minion with a syndic's id, which often runs
+        on the syndic's host).
+        """
+        found = []
+        not_accepted = 0
+        for mid in mids:
+            if mid in self._syndics or not self._id_ok(mid):
+                continue
+            if local and mid not in self._accepted:
+                not_accepted += 1
+                continue
+            found.append(mid)
+        if not_accepted:
+            self._refuse("not_accepted", not_accepted)
+            self._keys_wanted = True
+        return found
+
+    def _clip(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_FIELD:
+            self._refuse("field_too_large")
+            return f"<{len(value)} characters not kept>"
+        return value
 
     # -- internals ------------------------------------------------------------------------
 
@@ -481,6 +797,8 @@ class FormattedView:
         changed = False
         load = []
         for mid in sorted(set(mids) - members - self._syndics):  # a syndic is not a minion
+            if not self._admit(mid, source):
+                continue
             members.add(mid)
             entry = self._minions.get(mid)
             if entry is None or entry.get("syndic", LOCAL) != self._origin(mid):
@@ -512,26 +830,44 @@ class FormattedView:
         return Update(minions=changed)
 
     def _learn_syndics(self, sids: Iterable[str]) -> Update:
-        """Note syndics; running jobs stop waiting for them as if they were minions."""
+        """Note syndics (already checked); running jobs stop waiting for them as minions."""
         new = set(sids) - self._syndics
         if not new:
             return Update()
         self._syndics |= new
+        self._nested |= new - self._accepted
         update = Update()
         for source in list(self._sources):  # it connects like a minion, but is none
             update.merge(self._remove(new, source))
-        for jid, job in self._jobs.items():
+        for job in self._jobs.values():
             for sid in new:
                 job.via.pop(sid, None)
             if job.state is JobState.RUNNING and any([job.unexpect(sid) for sid in new]):
-                self._touch_job(jid)
+                self._touch_job(job)
                 update.jobs = True
         return update
 
+    def _hops_ok(self, via: Iterable[str]) -> bool:
+        """May syndics ``via`` (nested ones, below a first hop) be learned?"""
+        via = list(via)
+        if not all(self._id_ok(sid) for sid in via):
+            return False
+        new = {sid for sid in via if sid not in self._syndics and sid not in self._accepted}
+        if len(self._nested) + len(new) > MAX_NESTED_SYNDICS:
+            self._refuse("over_limit")
+            return False
+        return True
+
     def _forwarded(self, fwd: ev.Forwarded, now: float) -> Update:
         """An event a syndic forwarded from its own master's bus."""
+        event = fwd.event
+        nested = list(fwd.via[1:])
+        if isinstance(event, ev.SyndicStart):
+            nested.append(event.sid)
+        if not self._first_hop(fwd.via[0]) or not self._hops_ok(nested):
+            return Update()
         update = self._learn_syndics(fwd.via)
-        event, sid = fwd.event, fwd.syndic
+        sid = fwd.syndic
         if isinstance(event, (ev.PresencePresent, ev.PresenceChange, ev.MinionStart)):
             if self._echo(fwd, now):
                 return update
@@ -560,16 +896,18 @@ class FormattedView:
         A syndic forwards its master's events twice: prefixed with its id, and
         (Salt re-fires them there) under the plain tag; one level up, that
         plain copy arrives prefixed with the parent syndic's id. Salt 3008
-        fires the prefixed copy first, which is what this recognises.
+        fires the prefixed copy first, which is what this recognises. Only a
+        hash of each event is kept, so the memory is bounded by the count.
         """
         echoes = self._echoes
         while echoes and now - echoes[0][0] > ECHO_WINDOW:
             echoes.popleft()
-        if any(fwd.syndic in above and event == fwd.event for _, event, above in echoes):
+        digest = hash((type(fwd.event).__name__, fwd.event))
+        if any(fwd.syndic in above and seen == digest for _, seen, above in echoes):
             return True
         if len(fwd.via) > 1 and fwd.event is not None:
-            echoes.append((now, fwd.event, frozenset(fwd.via[:-1])))
-            if len(echoes) > 1024:
+            echoes.append((now, digest, frozenset(fwd.via[:-1])))
+            if len(echoes) > MAX_ECHOES:
                 echoes.popleft()
         return False
 
@@ -577,17 +915,45 @@ class FormattedView:
         """Syndic ``sid``'s master published job ``event.jid`` to ``event.minions``."""
         job = self._jobs.get(event.jid)
         if job is None:  # this master's own new event was missed (engine started mid-job)
-            job = self._new_job(event, (), now)
-        minions = self._expected(event.minions)
+            job = self._new_job(event, now)
+            if job is None:
+                return Update()
+        elif not self._same_fun(job, event, compare_arg=False):
+            return Update(jobs=True)
+        minions = self._within_job(job, self._targets(event.minions, local=False))
         answered = [m for m in minions if m in job.minions and m not in job.pending]
         job.expect(minions)
         for mid in minions:
             job.via.setdefault(mid, sid)
         self._settle(job, now)
-        self._touch_job(job.jid)
+        self._touch_job(job)
         # minions whose returns overtook the announcement answered through this syndic
         answered = [m for m in answered if m not in self._sources[LOCAL]]
         return self._add(answered, sid).merge(Update(jobs=True))
+
+    def _within_job(self, job: _Job, mids: list[str]) -> list[str]:
+        """``mids``, as far as the job may hold that many entries (``max_minions``)."""
+        room = self.limits.max_minions - len(job.minions)
+        new = [m for m in mids if m not in job.minions]
+        if len(new) <= room:
+            return mids
+        self._refuse("over_limit", len(new) - max(room, 0))
+        keep = set(new[: max(room, 0)])
+        return [m for m in mids if m in job.minions or m in keep]
+
+    def _same_fun(self, job: _Job, event: ev.JobNew, compare_arg: bool = True) -> bool:
+        """Does a (further) ``new`` agree with what the job already is? If its function
+        was unknown, it is now; if it disagrees, the job becomes administrator-only."""
+        if not job.fun and not job.from_new:  # known only from returns without a function
+            job.fun = self._clip(event.fun)
+            job.admin_only |= not valid_fun(job.fun)
+        if event.fun == job.fun and not (compare_arg and job.from_new and event.arg != job.arg):
+            return True
+        if not job.admin_only:
+            job.admin_only = True
+            self._refuse("fun_conflict")
+            self._touch_job(job)
+        return False
 
     def _settle(self, job: _Job, now: float) -> bool:
         """Complete ``job`` if nobody is pending and syndics had time to report."""
@@ -596,84 +962,170 @@ class FormattedView:
         if self.limits.syndic_wait > 0 and now < job.settle_at:
             return False
         job.finish(job.last_stamp or stamp(now))
-        self._touch_job(job.jid)
+        self._touch_job(job)
         return True
 
-    def _touch_job(self, jid: str) -> None:
-        self._job_fragments.pop(jid, None)
+    def _touch_job(self, job: _Job) -> None:
+        self._jobs_size += job.refresh()
+        self._job_fragments.pop(job.jid, None)
         self._jobs_messages.clear()
 
     def _drop_job(self, jid: str) -> None:
-        self._jobs.pop(jid, None)
-        self._touch_job(jid)
+        job = self._jobs.pop(jid, None)
+        if job is not None:
+            self._jobs_size -= job.size
+        self._job_fragments.pop(jid, None)
+        self._jobs_messages.clear()
+
+    def _bound_jobs(self) -> bool:
+        """Drop the oldest jobs while the table is over ``max_jobs_bytes``."""
+        dropped = False
+        while self._jobs and self.jobs_bytes > self.limits.max_jobs_bytes:
+            self._drop_job(next(iter(self._jobs)))
+            self._refuse("jobs_bytes")
+            dropped = True
+        return dropped
 
     def _insert_job(self, job: _Job) -> None:
         self._jobs[job.jid] = job
-        self._touch_job(job.jid)
+        self._jobs_size += job.size
+        self._touch_job(job)
         while len(self._jobs) > self.limits.max_jobs:
             self._drop_job(next(iter(self._jobs)))
 
-    def _new_job(self, event: ev.JobNew, expected: Iterable[str], now: float) -> _Job:
+    def _tgt_json(self, tgt: Any) -> str:
+        """A job's ``tgt`` encoded, or a marker if larger than its share."""
+        tgt_json = encode(tgt)
+        if _nbytes(tgt_json) > self._share():
+            self._refuse("field_too_large")
+            tgt_json = encode(f"<tgt of {_nbytes(tgt_json)} bytes not kept>")
+        return tgt_json
+
+    def _make_job(
+        self,
+        jid: str,
+        fun: str | None,
+        tgt: Any,
+        tgt_type: str | None,
+        start: str | None,
+        user: str | None,
+        now: float,
+    ) -> _Job | None:
+        if len(jid) > MAX_JID_LENGTH:
+            self._refuse("invalid_jid")
+            return None
         job = _Job(
-            event.jid, event.fun, event.tgt, event.tgt_type, event.stamp, event.user, expected, now
+            jid,
+            self._clip(fun or ""),
+            self._tgt_json(tgt),
+            self._clip(tgt_type or "glob"),
+            self._clip(start),
+            self._clip(user),
+            now,
         )
+        job.admin_only = bool(job.fun) and not valid_fun(job.fun)
+        return job
+
+    def _new_job(self, event: ev.JobNew, now: float) -> _Job | None:
+        job = self._make_job(
+            event.jid, event.fun, event.tgt, event.tgt_type, event.stamp, event.user, now
+        )
+        if job is None:
+            return None
+        job.admin_only = not valid_fun(job.fun)
+        job.from_new, job.arg = True, event.arg
         job.settle_at = now + self.limits.syndic_wait  # syndics may still announce minions
         self._insert_job(job)
         return job
 
-    def _expected(self, mids: Iterable[str]) -> list[str]:
-        """The minions a job waits for among ``mids``: a syndic never returns, its master's
-        minions do (and, as Salt's CLI, no return is awaited from a minion with a syndic's id,
-        which often runs on the syndic's host)."""
-        return [mid for mid in mids if mid not in self._syndics]
+    def _share(self) -> int:
+        """Bytes one value may take in the jobs table (an eighth of ``max_jobs_bytes``)."""
+        return max(1, self.limits.max_jobs_bytes // 8)
+
+    def _set_entry(
+        self, job: _Job, mid: str, entry: dict[str, Any], returned: bool = False, fun: Any = None
+    ) -> None:
+        """Set a minion's entry (``returned``: from its return, which ran ``fun``); a return
+        too large for its share is replaced by a marker."""
+        fragment = encode(mid) + ":" + encode(entry)
+        size = _nbytes(fragment)
+        if size > self._share() and entry.get("return") is not None:
+            self._refuse("return_too_large")
+            marker = (
+                f"<return of {size} bytes not kept: over the formatted view's "
+                f"{self._share()} bytes per return; see /all_events>"
+            )
+            entry = {**entry, "return": marker}
+            fragment = encode(mid) + ":" + encode(entry)
+        job.put(mid, entry, fragment)
+        if returned:
+            job.funs[mid] = fun
 
     def _job_new(self, event: ev.JobNew, now: float) -> Update:
-        expected = self._expected(event.minions)
+        expected = self._targets(event.minions, local=True)
         job = self._jobs.get(event.jid)
         if job is None:
-            job = self._new_job(event, expected, now)
-        else:  # a return overtook the new event: keep what was returned
-            job.fun, job.tgt, job.tgt_type = event.fun, event.tgt, event.tgt_type
-            job.start_time, job.user = event.stamp or job.start_time, event.user
-            job.expect(expected)
-            self._touch_job(event.jid)
+            job = self._new_job(event, now)
+            if job is None:
+                return Update()
+        elif not self._same_fun(job, event):
+            return Update(jobs=True)
+        elif not job.from_new:  # a return overtook the new event: keep what was returned
+            job.tgt_json = self._tgt_json(event.tgt)
+            job.tgt_type = self._clip(event.tgt_type)
+            job.start_time = self._clip(event.stamp) or job.start_time
+            job.user = self._clip(event.user)
+            job.from_new, job.arg = True, event.arg
+        job.expect(self._within_job(job, expected))
+        self._touch_job(job)
         self._settle(job, now)  # targeted nobody: complete (after syndic_wait)
         return Update(jobs=True)
 
     def _job_return(self, event: ev.JobReturn, now: float) -> Update:
+        mid = event.mid
+        if not self._id_ok(mid):
+            return Update()
+        if not self._follow_syndics and mid not in self._accepted:
+            self._refuse("not_accepted")  # a master of masters cannot tell: its syndics' minions
+            self._keys_wanted = True
+            return Update()
         update = Update(jobs=True)
         job = self._jobs.get(event.jid)
         if job is None:
             # No new event seen (scheduled job, engine started mid-job): the
             # return itself is all we know, so the job is this one minion.
-            job = _Job(
-                event.jid,
-                event.fun or "",
-                event.tgt,
-                event.tgt_type or "glob",
-                event.stamp,
-                None,
-                (event.mid,),
-                now,
+            job = self._make_job(
+                event.jid, event.fun, event.tgt, event.tgt_type, event.stamp, None, now
             )
+            if job is None:
+                return Update()
+            job.arg = event.fun_args
             self._insert_job(job)
-        job.pending.discard(event.mid)
-        job.set_minion(
-            event.mid,
-            {"return": event.ret, "retcode": event.retcode, "success": event.success},
-        )
+        elif not job.from_new and event.fun and event.fun != job.fun:
+            if not job.fun:  # the first return that names the function
+                job.fun = self._clip(event.fun)
+                job.arg = event.fun_args
+                job.admin_only |= not valid_fun(job.fun)
+            elif not job.admin_only:  # returns disagree, and no new to tell: admins only
+                job.admin_only = True
+                self._refuse("fun_conflict")
+        if mid not in job.minions and not self._within_job(job, [mid]):
+            return Update()
+        job.pending.discard(mid)
+        entry = {"return": event.ret, "retcode": event.retcode, "success": event.success}
+        self._set_entry(job, mid, entry, returned=True, fun=event.fun)
         job.last_stamp = event.stamp or job.last_stamp
-        sid = job.via.get(event.mid)
-        if sid is not None and event.mid not in self._sources[LOCAL]:
-            update.merge(self._add([event.mid], sid))  # it answered through its syndic
-            answered = self._minions.get(event.mid)
+        sid = job.via.get(mid)
+        if sid is not None and mid not in self._sources[LOCAL]:
+            update.merge(self._add([mid], sid))  # it answered through its syndic
+            answered = self._minions.get(mid)
             if answered and event.fun == "grains.items" and isinstance(event.ret, dict):
                 if event.success and answered["grains"] != event.ret:
-                    self._put_minion(event.mid, dict(event.ret))  # no grains cache here for it
+                    self._put_minion(mid, dict(event.ret))  # no grains cache here for it
                     update.minions = True
         if job.state is JobState.RUNNING:
             self._settle(job, now)
         else:
             job.success = all(m.get("success") is True for m in job.minions.values())
-        self._touch_job(event.jid)
+        self._touch_job(job)
         return update

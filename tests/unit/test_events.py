@@ -11,6 +11,8 @@ import pathlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from salt_ws import events as ev
 from salt_ws.events import (
@@ -54,7 +56,27 @@ JOB_NEW = [
             "tgt_type": "glob",
             "user": "root",
         },
-        JobNew(JID, "test.ping", "*", "glob", ("minion-1", "minion-2"), "root", STAMP),
+        JobNew(JID, "test.ping", "*", "glob", ("minion-1", "minion-2"), "root", STAMP, []),
+    ),
+    case(
+        "arg-kept-in-salts-format",
+        "salt/job/1/new",
+        {"fun": "test.arg", "arg": ["a", {"k": 1, "__kwarg__": True}], "minions": ["m1"]},
+        JobNew(
+            "1", "test.arg", None, "glob", ("m1",), None, None, ["a", {"k": 1, "__kwarg__": True}]
+        ),
+    ),
+    case(
+        "arg-not-a-list-is-unknown",
+        "salt/job/1/new",
+        {"fun": "test.arg", "arg": "a", "minions": ["m1"]},
+        JobNew("1", "test.arg", None, "glob", ("m1",), None, None, None),
+    ),
+    case(
+        "path-like-minion-ids-are-kept-for-the-view-to-refuse-and-count",
+        "salt/job/1/new",
+        {"minions": ["../../x", "m1"]},
+        JobNew("1", "", None, "glob", ("../../x", "m1"), None, None),
     ),
     case(
         "list-target-kept-as-list",
@@ -130,7 +152,13 @@ JOB_RET = [
             "success": True,
             "user": "root",
         },
-        ret("minion-1", True, 0, True, jid=JID, fun="test.ping", stamp=STAMP),
+        ret("minion-1", True, 0, True, jid=JID, fun="test.ping", stamp=STAMP, fun_args=[]),
+    ),
+    case(
+        "fun-args-kept",
+        "salt/job/1/ret/m1",
+        {"id": "m1", "fun": "test.arg", "fun_args": ["x"], "retcode": 0, "return": True},
+        ret("m1", True, 0, True, fun="test.arg", fun_args=["x"]),
     ),
     case(
         "recorded-retcode-3",
@@ -472,3 +500,40 @@ def test_parse_does_not_mutate_the_payload():
     before = json.dumps(data)
     ev.parse("salt/job/1/new", data)
     assert json.dumps(data) == before
+
+
+# -- ids and function names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mid", "valid"),
+    [
+        ("minion-1", True),
+        ("web.example.com", True),
+        ("münchen", True),
+        ("a b", True),
+        ("...", True),
+        ("", False),
+        (".", False),
+        ("..", False),
+        ("a/b", False),
+        ("../minions/real/data", False),
+        ("a\\b", False),
+        ("a\0b", False),
+        (None, False),
+        (3, False),
+    ],
+)
+def test_valid_id(mid, valid):
+    assert ev.valid_id(mid) is valid
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(mid=st.text(max_size=12) | st.sampled_from([".", "..", "", "a/..", "..\\x"]))
+def test_valid_id_agrees_with_salts_own(tmp_path_factory, mid):
+    """The pure rule equals salt.utils.verify.valid_id over a pki dir without symlinks."""
+    import salt.utils.verify
+
+    pki = tmp_path_factory.getbasetemp() / "pki-for-valid-id"
+    pki.mkdir(exist_ok=True)
+    assert ev.valid_id(mid) == salt.utils.verify.valid_id({"pki_dir": str(pki)}, mid)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from salt_ws.view import FormattedView, LoadGrains, Update, ViewLimits
+from salt_ws.view import FormattedView, LoadGrains, ReloadKeys, Update, ViewLimits
 
 RECORDED = pathlib.Path(__file__).parents[1] / "files" / "events-salt-3008.4.json"
 EVENTS: list[tuple[str, dict[str, Any]]] = [
@@ -50,6 +50,15 @@ SCHED_DEL = "20261128064209997153"  # schedule.delete on minion-2
 SCHEDULED_LAST = "20261128064210367396"  # fired once more before the delete took effect
 STUCK = "20261128064219262207"  # test.ping on both after minion-2 was stopped
 FIND_JOB = "20261128064229337724"  # saltutil.find_job on the silent minion-2
+
+
+# The minions whose keys the master has accepted in these scenarios (see test_view_trust.py for
+# ids without one).
+ACCEPTED = ("minion-1", "minion-2", "minion-3", "m1", "m2", "m3", "münchen")
+
+
+def new_view(limits: ViewLimits | None = None) -> FormattedView:
+    return FormattedView(limits, accepted=ACCEPTED)
 
 
 def stamp_time(stamp: str) -> float:
@@ -87,7 +96,7 @@ def replay(view: FormattedView, events: list[tuple[str, Any]] = EVENTS) -> list[
 
 
 def replayed(limits: ViewLimits | None = None) -> FormattedView:
-    view = FormattedView(limits)
+    view = new_view(limits)
     replay(view)
     return view
 
@@ -267,7 +276,11 @@ def test_replay_scheduled_returns_are_single_minion_jobs():
 
 
 def test_replay_commands_load_grains_for_each_started_minion():
-    commands = [(tag, u.commands) for tag, u in replay(FormattedView()) if u.commands]
+    commands = [
+        (tag, [c for c in u.commands if isinstance(c, LoadGrains)])
+        for tag, u in replay(new_view())
+        if any(isinstance(c, LoadGrains) for c in u.commands)
+    ]
     # minion/refresh/* came before the minions were shown: no command for them;
     # the later presence change named minions already shown: none either.
     assert commands == [
@@ -326,8 +339,8 @@ def test_expire_leaves_completed_jobs_alone():
 
 
 def seeded(*mids: str) -> FormattedView:
-    view = FormattedView()
-    view.seed({mid: {"id": mid, "os": "Debian"} for mid in mids})
+    view = new_view()
+    view.seed({mid: {"id": mid, "os": "Debian"} for mid in mids}, accepted=ACCEPTED)
     return view
 
 
@@ -338,20 +351,22 @@ UPDATES = [
     pytest.param(["m1"], "salt/minion/m1/start", {"id": "m1"},
                  Update(False, False, [LoadGrains(("m1",))]), ["m1"],
                  id="start-known-minion-reloads-grains"),
+    # salt/key events are forgeable: each only asks for the keys to be re-read (what that
+    # re-read changes: test_key_changes_take_effect_when_the_keys_are_re_read)
     pytest.param(["m1"], "salt/key", {"act": "accept", "id": "m2", "result": True},
-                 Update(True, False, [LoadGrains(("m2",))]), ["m1", "m2"], id="key-accept-new"),
-    pytest.param(["m1"], "salt/key", {"act": "accept", "id": "m1"}, Update(), ["m1"],
-                 id="key-accept-known"),
+                 Update(commands=[ReloadKeys()]), ["m1"], id="key-accept-new"),
+    pytest.param(["m1"], "salt/key", {"act": "accept", "id": "m1"},
+                 Update(commands=[ReloadKeys()]), ["m1"], id="key-accept-known"),
     pytest.param(["m1", "m2"], "salt/key", {"act": "delete", "id": "m2", "result": True},
-                 Update(minions=True), ["m1"], id="key-delete"),
+                 Update(commands=[ReloadKeys()]), ["m1", "m2"], id="key-delete"),
     pytest.param(["m1", "m2"], "salt/key", {"act": "reject", "id": "m1", "result": True},
-                 Update(minions=True), ["m2"], id="key-reject"),
-    pytest.param(["m1"], "salt/key", {"act": "delete", "id": "m9"}, Update(), ["m1"],
-                 id="key-delete-unknown"),
-    pytest.param(["m1"], "salt/key", {"act": "pend", "id": "m2", "result": True}, Update(),
-                 ["m1"], id="key-pend-new"),
-    pytest.param(["m1"], "salt/key", {"act": "pend", "id": "m1", "result": True}, Update(),
-                 ["m1"], id="key-pend-known"),
+                 Update(commands=[ReloadKeys()]), ["m1", "m2"], id="key-reject"),
+    pytest.param(["m1"], "salt/key", {"act": "delete", "id": "m9"},
+                 Update(commands=[ReloadKeys()]), ["m1"], id="key-delete-unknown"),
+    pytest.param(["m1"], "salt/key", {"act": "pend", "id": "m2", "result": True},
+                 Update(commands=[ReloadKeys()]), ["m1"], id="key-pend-new"),
+    pytest.param(["m1"], "salt/key", {"act": "pend", "id": "m1", "result": True},
+                 Update(commands=[ReloadKeys()]), ["m1"], id="key-pend-known"),
     pytest.param(["m1"], "salt/key", {"act": "delete", "id": "m1", "result": False}, Update(),
                  ["m1"], id="key-delete-failed"),
     pytest.param(["m1"], "salt/presence/change", {"new": ["m3", "m1", "m2"], "lost": []},
@@ -392,8 +407,27 @@ def test_update_and_commands(seed, tag, data, expected, after):
     assert sorted(view.minion_ids) == after
 
 
+@pytest.mark.parametrize(
+    ("seed", "act", "mid", "keys", "expected", "after"),
+    [
+        pytest.param(["m1"], "accept", "m2", ["m1", "m2"],
+                     Update(True, False, [LoadGrains(("m2",))]), ["m1", "m2"], id="accept"),
+        pytest.param(["m1", "m2"], "delete", "m2", ["m1"], Update(minions=True), ["m1"],
+                     id="delete"),
+        pytest.param(["m1", "m2"], "reject", "m1", ["m2"], Update(minions=True), ["m2"],
+                     id="reject"),
+        pytest.param(["m1"], "pend", "m2", ["m1"], Update(), ["m1"], id="pend"),
+    ],
+)  # fmt: skip
+def test_key_changes_take_effect_when_the_keys_are_re_read(seed, act, mid, keys, expected, after):
+    view = seeded(*seed)
+    view.apply("salt/key", {"act": act, "id": mid, "result": True}, 100.0)
+    assert view.set_accepted(keys) == expected
+    assert sorted(view.minion_ids) == after
+
+
 def test_a_minion_shown_by_an_event_starts_with_empty_grains_until_set_grains():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/minion/m1/start", {"id": "m1"}, 1.0)
     assert view.tables()["minions"] == {"m1": {"id": "m1", "grains": {}}}
     assert view.set_grains("m1", {"os": "Debian"}) == Update(minions=True)
@@ -434,7 +468,7 @@ def test_set_grains_copies_the_mapping():
 
 
 def test_seed_asks_for_missing_grains():
-    view = FormattedView()
+    view = new_view()
     update = view.seed({"m1": {"os": "Debian"}, "m2": None, "m3": None})
     assert update == Update(minions=True, commands=[LoadGrains(("m2", "m3"))])
     assert view.tables()["minions"] == {
@@ -534,7 +568,7 @@ def test_a_timeout_replaces_the_jobs_string():
 
 
 def test_payloads_json_cannot_express_are_converted():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/job/1/new", {"minions": ["m1"], "tgt": {"a", "b"}}, 1.0)
     view.apply(
         "salt/job/1/ret/m1",
@@ -550,7 +584,7 @@ def test_payloads_json_cannot_express_are_converted():
 
 
 def test_return_before_its_new_event():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/job/7/ret/m1", {"id": "m1", "fun": "test.ping", "retcode": 0, "return": True,
                                      "_stamp": "T1"}, 1.0)  # fmt: skip
     row = view.tables()["jobs"]["7"]
@@ -570,7 +604,7 @@ def test_return_before_its_new_event():
 
 
 def test_return_before_a_new_event_naming_only_that_minion():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/job/7/ret/m1", {"id": "m1", "retcode": 2, "_stamp": "T1"}, 1.0)
     view.apply("salt/job/7/new", {"fun": "cmd.run", "minions": ["m1"], "user": "u"}, 1.1)
     assert view.tables()["jobs"]["7"] == job(
@@ -616,7 +650,7 @@ def test_late_return_after_timeout_replaces_the_error():
 
 def test_new_event_for_a_completed_job_adding_minions_reopens_it():
     view = replayed()
-    view.apply(f"salt/job/{PING}/new", {"fun": "test.ping", "tgt": "*", "user": "root",
+    view.apply(f"salt/job/{PING}/new", {"fun": "test.ping", "arg": [], "tgt": "*", "user": "root",
                                         "minions": ["minion-1", "minion-3"]}, 1e9)  # fmt: skip
     row = view.tables()["jobs"][PING]
     assert row["minions"] == {"minion-1": ok(), "minion-2": ok(), "minion-3": PENDING}
@@ -631,20 +665,21 @@ def test_new_event_for_a_completed_job_adding_minions_reopens_it():
 def test_new_event_for_a_completed_job_adding_no_minions_keeps_it_complete():
     view = replayed()
     before = view.tables()["jobs"][PING]
-    view.apply(f"salt/job/{PING}/new", {"fun": "test.ping", "tgt": "*", "tgt_type": "glob",
-                                        "user": "root", "minions": ["minion-2"]}, 1e9)  # fmt: skip
+    view.apply(f"salt/job/{PING}/new", {"fun": "test.ping", "arg": [], "tgt": "*",
+                                        "tgt_type": "glob", "user": "root",
+                                        "minions": ["minion-2"]}, 1e9)  # fmt: skip
     assert view.tables()["jobs"][PING] == before
 
 
 def test_job_targeting_nobody_completes_at_once():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/job/1/new", {"fun": "test.ping", "minions": [], "_stamp": "T0"}, 1.0)
     row = view.tables()["jobs"]["1"]
     assert (row["state"], row["minions"], row["end_time"]) == ("complete", {}, "T0")
 
 
 def test_return_from_a_minion_that_was_not_targeted_is_shown():
-    view = FormattedView()
+    view = new_view()
     view.apply("salt/job/1/new", {"minions": ["m1"]}, 1.0)
     view.apply("salt/job/1/ret/m2", {"id": "m2", "retcode": 0}, 1.1)
     row = view.tables()["jobs"]["1"]
@@ -658,7 +693,7 @@ def test_return_from_a_minion_that_was_not_targeted_is_shown():
 
 
 def test_max_jobs_evicts_the_oldest():
-    view = FormattedView(ViewLimits(max_jobs=3))
+    view = new_view(ViewLimits(max_jobs=3))
     for n in range(5):
         view.apply(f"salt/job/{n}/new", {"minions": ["m1"]}, float(n))
         assert view.job_count == min(n + 1, 3)
@@ -666,7 +701,7 @@ def test_max_jobs_evicts_the_oldest():
 
 
 def test_return_for_an_evicted_job_comes_back_as_a_new_one():
-    view = FormattedView(ViewLimits(max_jobs=2))
+    view = new_view(ViewLimits(max_jobs=2))
     for n in range(3):
         view.apply(f"salt/job/{n}/new", {"minions": ["m1"]}, float(n))
     view.apply("salt/job/0/ret/m1", {"id": "m1", "retcode": 0}, 3.0)
@@ -676,7 +711,7 @@ def test_return_for_an_evicted_job_comes_back_as_a_new_one():
 
 
 def test_job_max_age_drops_old_jobs_complete_or_running():
-    view = FormattedView(ViewLimits(job_max_age=100.0, job_timeout=1000.0))
+    view = new_view(ViewLimits(job_max_age=100.0, job_timeout=1000.0))
     view.apply("salt/job/old-running/new", {"minions": ["m1"]}, 0.0)
     view.apply("salt/job/old-done/ret/m1", {"id": "m1", "retcode": 0}, 0.5)
     view.apply("salt/job/young/new", {"minions": ["m1"]}, 50.0)
@@ -692,7 +727,7 @@ def test_job_max_age_drops_old_jobs_complete_or_running():
 
 
 def test_age_counts_from_when_the_view_first_saw_the_job():
-    view = FormattedView(ViewLimits(job_max_age=100.0))
+    view = new_view(ViewLimits(job_max_age=100.0))
     view.apply("salt/job/1/ret/m1", {"id": "m1", "retcode": 0}, 0.0)
     view.apply("salt/job/1/new", {"minions": ["m1", "m2"]}, 90.0)  # reopened, not re-dated
     view.expire(100.0)
@@ -701,7 +736,8 @@ def test_age_counts_from_when_the_view_first_saw_the_job():
 
 # -- property: any sequence of inputs --------------------------------------------------------------
 
-LIMITS = ViewLimits(max_jobs=4, job_max_age=60.0, job_timeout=15.0)
+# max_jobs_bytes small enough that runs drop jobs for it and replace returns by markers
+LIMITS = ViewLimits(max_jobs=4, job_max_age=60.0, job_timeout=15.0, max_jobs_bytes=700)
 JIDS = ["20240101000000000001", "20240101000000000002", "3", "4", "5", "6"]
 MIDS = ["m1", "m2", "m3", "", "a/b", "münchen"]
 
@@ -767,14 +803,14 @@ job_data = st.fixed_dictionaries(
         "_stamp": st.sampled_from(["T0", "T1"]),
         "retcode": st.integers(0, 2) | st.booleans() | st.none(),
         "success": st.booleans() | st.none(),
-        "return": json_ish,
+        "return": json_ish | st.text(min_size=90, max_size=100),  # over LIMITS' share: a marker
     },
 )
 dts = st.floats(0.0, 25.0)
 step = st.one_of(
     st.tuples(st.just("apply"), tags, realistic | json_ish, dts),
     st.tuples(st.just("apply"), job_tags, job_data, dts),
-    st.tuples(st.just("apply"), job_tags, job_data, st.floats(0.0, 2.0)),
+    st.tuples(st.just("job"), job_tags, job_data, st.floats(0.0, 2.0)),  # returns name their id
     st.tuples(
         st.just("grains"),
         mids,
@@ -790,7 +826,9 @@ steps = st.integers(0, 30).flatmap(lambda n: st.lists(step, min_size=n, max_size
 
 def run_step(view: FormattedView, step: tuple[str, Any, Any, float], now: float) -> Update:
     kind, a, b, _ = step
-    if kind == "apply":
+    if kind == "job" and "/ret/" in a:
+        b = {**b, "id": a.split("/ret/", 1)[1]}
+    if kind in ("apply", "job"):
         return view.apply(a, b, now)
     if kind == "grains":
         return view.set_grains(a, b)
@@ -805,8 +843,8 @@ def run_step(view: FormattedView, step: tuple[str, Any, Any, float], now: float)
 )
 @given(seed=st.lists(mids, max_size=3), steps=steps)
 def test_any_sequence_of_inputs(seed, steps):
-    view = FormattedView(LIMITS)
-    view.seed({mid: {"os": "Debian"} for mid in seed})
+    view = new_view(LIMITS)
+    view.seed({mid: {"os": "Debian"} for mid in seed}, accepted=ACCEPTED)
     now = 1_000.0
     born: dict[str, float] = {}  # jid -> when it (last) appeared in the table
     times = []
@@ -816,16 +854,20 @@ def test_any_sequence_of_inputs(seed, steps):
         update = run_step(view, step, now)
         assert isinstance(update, Update)
         assert view.job_count <= LIMITS.max_jobs
+        assert view.jobs_bytes <= LIMITS.max_jobs_bytes
 
         minions_text, jobs_text = view.render_minions(), view.render_jobs()
         tables = {**strict_loads(minions_text), **strict_loads(jobs_text)}
         assert tables == view.tables()
         assert view.snapshot() == [minions_text, jobs_text]
+        # the size kept incrementally is the encoded table's
+        wire_bytes = len(jobs_text.encode("utf-8", "surrogatepass")) - len('{"jobs":{}}')
+        assert view.jobs_bytes == wire_bytes
 
         # The incrementally cached encoding equals a from-scratch one: the same inputs
         # replayed into a view that renders only once.
-        fresh = FormattedView(LIMITS)
-        fresh.seed({mid: {"os": "Debian"} for mid in seed})
+        fresh = new_view(LIMITS)
+        fresh.seed({mid: {"os": "Debian"} for mid in seed}, accepted=ACCEPTED)
         for earlier, at in zip(steps[: i + 1], times, strict=True):
             run_step(fresh, earlier, at)
         assert fresh.snapshot() == [minions_text, jobs_text]

@@ -59,7 +59,7 @@ def test_reseed_drops_minions_the_master_no_longer_has():
 
 
 def test_timed_out_job_has_an_end_time():
-    view = FormattedView()
+    view = FormattedView(accepted=["m1"])
     view.apply("salt/job/1/new", {"minions": ["m1"]}, 0.0)
     view.expire(600.0)
     row = view.tables()["jobs"]["1"]

@@ -22,9 +22,13 @@ JID = "20261128090000000001"
 SECONDS = itertools.cycle(range(1, 60))
 
 
+# keys accepted on the master of masters: its direct minion and the syndics below it
+ACCEPTED = ["direct-1", "direct-2", "syndic-1", "syndic-2", "top", "a-top"]
+
+
 def mom(**limits: Any) -> FormattedView:
     view = FormattedView(ViewLimits(syndic_wait=WAIT, **limits), syndics=True)
-    view.seed({"direct-1": {"os": "Debian"}})
+    view.seed({"direct-1": {"os": "Debian"}}, accepted=ACCEPTED)
     return view
 
 
@@ -285,7 +289,7 @@ def test_a_reseed_keeps_the_minions_syndics_reported():
 def test_a_master_without_order_masters_ignores_anything_prefixed_syndic():
     """Any minion can fire any tag: only a master of masters listens to syndics."""
     view = FormattedView()
-    view.seed({"m1": {}})
+    view.seed({"m1": {}}, accepted=["m1", "m2", "evil"])
     view.apply(f"salt/job/{JID}/new", new(JID, ["m1"]), 0.0)
     for tag, data in [
         (f"syndic/evil/salt/job/{JID}/new", new(JID, ["ghost"])),
@@ -348,6 +352,7 @@ def test_the_engine_follows_syndics_only_on_a_master_of_masters(opts, wait, foll
 
     engine = Engine(opts=opts, config=parse({"disable_ssl": True}))
     assert engine.view.limits.syndic_wait == wait
+    engine.view.seed({}, accepted=["s1"])
     engine.view.apply("syndic/s1/salt/presence/present", presence(["behind-1"]), 0)
     assert ("behind-1" in engine.view.minion_ids) is follows
     assert engine.status()["syndics"] == (["s1"] if follows else [])
