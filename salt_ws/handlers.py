@@ -54,6 +54,10 @@ WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
 # log lines Salt writes for tokens it cannot load).
 UNKNOWN_TOKEN_ALLOWANCE = 4
 
+# Failed logins per username per login_failure_window: this many times login_max_failures,
+# so that one address (stopped at login_max_failures) cannot lock an account out alone.
+USER_FAILURE_ALLOWANCE = 2
+
 # Every refusal reason counted in Services.refused (shown even while zero).
 REFUSALS = (
     "max_connections",  # 503 before the upgrade, 1013 after a first-message token
@@ -104,7 +108,11 @@ class Services:
         self.admit = admit or _admit_everyone
         self.sockets: set[EventsHandler] = set()  # open websockets
         self.frames = wire.FrameCache(config.frame_cache_bytes)  # frames shared by all clients
-        self.throttle = LoginThrottle(config.login_max_failures, config.login_failure_window)
+        self.throttle = LoginThrottle(
+            config.login_max_failures,
+            config.login_failure_window,
+            max_user_failures=config.login_max_failures * USER_FAILURE_ALLOWANCE,
+        )
         self.token_throttle = LoginThrottle(
             config.login_max_failures * UNKNOWN_TOKEN_ALLOWANCE, config.login_failure_window
         )

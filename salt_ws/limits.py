@@ -103,7 +103,11 @@ def client_address(peer: str, forwarded_for: Sequence[str], trusted: Sequence[Ne
 
 class LoginThrottle:
     """Slows down password guessing: ``max_failures`` per ``window`` seconds per address
-    (:func:`address_key`) and, separately, per username.
+    (:func:`address_key`) and, separately, ``max_user_failures`` per username.
+
+    The per-username count bounds guessing spread over many addresses. Its limit
+    is best above ``max_failures`` (the handlers use twice as many), so that no
+    single address can lock an account out: it is stopped by its own limit first.
 
     Past either limit, :meth:`retry_after` says how long to wait (the handler
     answers 429 with ``Retry-After``). A caller records each attempt as a failure
@@ -116,13 +120,20 @@ class LoginThrottle:
 
     Memory is bounded: at most ``max_addresses`` addresses and as many usernames
     are tracked (the least recently failed forgotten first), each with at most
-    ``max_failures`` + :data:`IN_FLIGHT` times; usernames are kept as 16-byte
-    digests, whatever their length, compared case-insensitively (LDAP and others
-    ignore case).
+    its limit + :data:`IN_FLIGHT` times; usernames are kept as 16-byte digests,
+    whatever their length, compared case-insensitively (LDAP and others ignore
+    case).
     """
 
-    def __init__(self, max_failures: int, window: float, max_addresses: int = 10000) -> None:
+    def __init__(
+        self,
+        max_failures: int,
+        window: float,
+        max_addresses: int = 10000,
+        max_user_failures: int | None = None,
+    ) -> None:
         self.max_failures = max_failures
+        self.max_user_failures = max_user_failures or max_failures
         self.window = window
         self.max_addresses = max_addresses
         self._addresses: _Table = collections.OrderedDict()
@@ -131,18 +142,16 @@ class LoginThrottle:
 
     @staticmethod
     def _user(username: str) -> bytes:
-        return hashlib.blake2b(
-            username.casefold().encode("utf-8", "replace"), digest_size=16
-        ).digest()
+        data = username.casefold().encode("utf-8", "replace")
+        return hashlib.blake2b(data, digest_size=16).digest()
 
-    def _keys(
-        self, address: str, username: str | None
-    ) -> list[tuple[collections.OrderedDict, object]]:
-        keys: list[tuple[collections.OrderedDict, object]] = [
-            (self._addresses, address_key(address))
+    def _keys(self, address: str, username: str | None) -> list[tuple[_Table, Any, int]]:
+        """(table, key, limit) of each count an attempt from ``address`` as ``username`` is in."""
+        keys: list[tuple[_Table, Any, int]] = [
+            (self._addresses, address_key(address), self.max_failures)
         ]
         if username is not None:
-            keys.append((self._users, self._user(username)))
+            keys.append((self._users, self._user(username), self.max_user_failures))
         return keys
 
     def _recent(self, table: _Table, key: Any, now: float) -> collections.deque[float] | None:
@@ -156,26 +165,27 @@ class LoginThrottle:
             return None
         return times
 
-    def _wait(self, table: _Table, key: Any, now: float) -> float:
+    def _wait(self, table: _Table, key: Any, limit: int, now: float) -> float:
         times = self._recent(table, key, now)
-        if times is None or len(times) < self.max_failures:
+        if times is None or len(times) < limit:
             return 0.0
         # blocked until enough failures leave the window to get under the limit
-        return max(0.0, times[-self.max_failures] + self.window - now)
+        return max(0.0, times[-limit] + self.window - now)
 
     def retry_after(self, address: str, now: float, username: str | None = None) -> float:
         """Seconds to wait before trying again from ``address`` (as ``username``); 0: go ahead."""
-        wait = max(self._wait(table, key, now) for table, key in self._keys(address, username))
+        keys = self._keys(address, username)
+        wait = max(self._wait(table, key, limit, now) for table, key, limit in keys)
         if wait > 0:
             self.throttled += 1
         return wait
 
     def failed(self, address: str, now: float, username: str | None = None) -> None:
         """Record a failed (or not yet checked) attempt from ``address`` as ``username``."""
-        for table, key in self._keys(address, username):
+        for table, key, limit in self._keys(address, username):
             times = self._recent(table, key, now)
             if times is None:
-                times = table[key] = collections.deque(maxlen=self.max_failures + IN_FLIGHT)
+                times = table[key] = collections.deque(maxlen=limit + IN_FLIGHT)
             times.append(now)
             table.move_to_end(key)
             while len(table) > self.max_addresses:
@@ -183,7 +193,7 @@ class LoginThrottle:
 
     def succeeded(self, address: str, now: float, username: str | None = None) -> None:
         """Withdraw the attempt recorded at ``now`` by :meth:`failed`; nothing else."""
-        for table, key in self._keys(address, username):
+        for table, key, _ in self._keys(address, username):
             times = table.get(key)
             if times is not None and now in times:
                 times.remove(now)

@@ -130,6 +130,15 @@ def test_expired_addresses_are_forgotten_when_looked_at():
 # -- per username ------------------------------------------------------------------------------
 
 
+def test_the_username_limit_may_be_looser_so_one_address_cannot_lock_an_account_out():
+    limiter = LoginThrottle(max_failures=3, window=60.0, max_user_failures=6)
+    fail_as(limiter, A, "alice", 100.0, 101.0, 102.0)
+    assert limiter.retry_after(A, 103.0, "alice") > 0  # the address is stopped
+    assert limiter.retry_after(B, 103.0, "alice") == 0  # alice elsewhere is not
+    fail_as(limiter, B, "alice", 103.0, 104.0, 105.0)
+    assert limiter.retry_after("192.0.2.3", 106.0, "alice") == pytest.approx(54.0)
+
+
 def test_failures_for_one_username_from_many_addresses_block_that_username():
     limiter = throttle(max_failures=3)
     for n, address in enumerate(["192.0.2.10", "198.51.100.7", "203.0.113.9"]):
