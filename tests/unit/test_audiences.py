@@ -491,7 +491,7 @@ def test_include_master_names_the_master_in_both_tables():
 
     from salt_ws.view import FormattedView
 
-    view = FormattedView(master="master-b")
+    view = FormattedView(master="master-b", accepted=["m1"])
     view.apply("salt/minion/m1/start", {"id": "m1"}, 1.0)
     assert _json.loads(view.render_minions()) == {
         "minions": {"m1": {"id": "m1", "grains": {}}},
