@@ -127,9 +127,13 @@ def frame(text: str) -> bytes:
     Server frames are the same bytes for every client, so fan-out builds each
     once (see :class:`FrameCache`) and writes a client's whole batch with one
     ``write``, instead of one tornado ``write_message`` per message per client.
-    This function keeps nothing.
+    This function keeps nothing. A lone surrogate (JSON allows ``"\\ud800"``;
+    UTF-8 does not) is sent as U+FFFD, so a text frame is always valid UTF-8.
     """
-    data = text.encode("utf-8")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
     size = len(data)
     if size < 126:
         head = struct.pack("!BB", 0x81, size)

@@ -316,3 +316,9 @@ def test_a_zero_bound_caches_nothing():
 def test_a_negative_bound_is_refused():
     with pytest.raises(ValueError):
         wire.FrameCache(-1)
+
+
+def test_a_lone_surrogate_is_framed_as_valid_utf8():
+    text = wire.encode_event("t", {"a": "\ud800 ok \u00e9"})
+    data = wire.frame(text)[2:]
+    assert data.decode("utf-8") == '{"tag":"t","data":{"a":"\ufffd ok \u00e9"}}'
