@@ -283,14 +283,29 @@ class _Job:
 
     def refresh(self) -> int:
         """Re-encode the job's own fields; the change in :attr:`size`."""
-        self.head = "".join(
+        self.head = self._head(self.tgt_json, self.tgt_type)
+        n = len(self.minion_fragments)
+        size = (
+            _nbytes(self.jid_json)
+            + 1
+            + _nbytes(self.head)
+            + len(_JOB_MINIONS)
+            + self.entry_bytes
+            + max(0, n - 1)
+            + 2
+        )
+        delta, self.size = size - self.size, size
+        return delta
+
+    def _head(self, tgt_json: str, tgt_type: str) -> str:
+        return "".join(
             (
                 '{"jid":',
                 self.jid_json,
                 ',"tgt":',
-                self.tgt_json,
+                tgt_json,
                 ',"tgt_type":',
-                encode(self.tgt_type),
+                encode(tgt_type),
                 ',"fun":',
                 encode(self.fun),
                 ',"start_time":',
@@ -305,18 +320,6 @@ class _Job:
                 encode(self.end_time),
             )
         )
-        n = len(self.minion_fragments)
-        size = (
-            _nbytes(self.jid_json)
-            + 1
-            + _nbytes(self.head)
-            + len(_JOB_MINIONS)
-            + self.entry_bytes
-            + max(0, n - 1)
-            + 2
-        )
-        delta, self.size = size - self.size, size
-        return delta
 
     def put(self, mid: str, entry: dict[str, Any], fragment: str) -> None:
         """Set ``mid``'s entry and its encoding."""
@@ -357,13 +360,18 @@ class _Job:
         return self.funs[mid] if mid in self.funs else self.fun
 
     def render(self, only: set[str] | None = None) -> str:
-        """The job's JSON (``only``: just these minions' entries)."""
+        """The job's JSON (``only``: just these minions' entries).
+
+        Cut down to ``only``, the target names just those minions (``tgt_type``
+        ``list``), as a cut-down ``new`` event does on ``/all_events``: the
+        original expression may name minions the audience may not see.
+        """
         frags = self.minion_fragments
         if only is None:
-            parts = [frag for frag, _ in frags.values()]
-        else:
-            parts = [frag for mid, (frag, _) in frags.items() if mid in only]
-        return self.head + _JOB_MINIONS + ",".join(parts) + "}}"
+            return self.head + _JOB_MINIONS + ",".join(frag for frag, _ in frags.values()) + "}}"
+        parts = [frag for mid, (frag, _) in frags.items() if mid in only]
+        head = self._head(encode(sorted(only)), "list")
+        return head + _JOB_MINIONS + ",".join(parts) + "}}"
 
 
 class FormattedView:

@@ -92,8 +92,11 @@ def test_a_scoped_user_sees_only_jobs_they_may_run_with_only_those_minions(view)
     assert sorted(shown) == ["1", "2"]
     assert shown["2"] == full["2"]
     assert shown["1"]["minions"] == {"web-1": full["1"]["minions"]["web-1"]}
-    assert {k: v for k, v in shown["1"].items() if k != "minions"} == {
-        k: v for k, v in full["1"].items() if k != "minions"
+    # the target expression named other minions: the cut-down job names only the user's
+    assert full["1"]["tgt"] == "web-1,db-1,minion-1"
+    assert (shown["1"]["tgt"], shown["1"]["tgt_type"]) == (["web-1"], "list")
+    assert {k: v for k, v in shown["1"].items() if k not in ("minions", "tgt", "tgt_type")} == {
+        k: v for k, v in full["1"].items() if k not in ("minions", "tgt", "tgt_type")
     }
 
 
