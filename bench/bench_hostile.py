@@ -70,9 +70,9 @@ READY = b"websocket client ready"
 USERS = {"bench": "bench-pw", "victim": "victim-pw"}
 TARGET_MS = 100.0
 BIG = 64 * 1024  # bytes: a message this big counts as one of the oversized events
-LIMIT_WORDS = re.compile(
+LIMIT_WORDS = re.compile(  # ws.status keys (dotted, nested) that are limit counters
     r"refus|reject|drop|cut|limit|timeout|timed|throttl|denied|evict|over|bytes|budget|"
-    r"unauth|queue|pending|capped|closed|forged|invalid"
+    r"unauth|queue|pending|capped|closed|conflict|invalid|too_|full|lost|trimmed"
 )
 
 
@@ -916,9 +916,9 @@ def print_report(data: dict[str, Any], machine: dict[str, Any], args: argparse.N
     print("\nengine RSS (MiB):", json.dumps(data["engine_rss_mb"]))
     status = data["status"]
     print(f"\nws.status limit counters (read with {data.get('status_read_with')}):")
-    for key in sorted(status):
-        if LIMIT_WORDS.search(key):
-            print(f"  {key}: {json.dumps(status[key])}")
+    for key, value in flatten(status):
+        if LIMIT_WORDS.search(key) and isinstance(value, (int, float)):
+            print(f"  {key}: {value}")
     print("ws.status (everything):", json.dumps(status, sort_keys=True))
     if data["errors"]:
         print("\nworker errors:", data["errors"])
@@ -928,6 +928,16 @@ def print_report(data: dict[str, Any], machine: dict[str, Any], args: argparse.N
         ok &= passed
         print(("PASS " if passed else "FAIL ") + text)
     return ok
+
+
+def flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts as (dotted key, leaf) pairs, sorted."""
+    if not isinstance(value, dict):
+        return [(prefix, value)]
+    pairs = []
+    for key in sorted(value, key=str):
+        pairs += flatten(value[key], f"{prefix}.{key}" if prefix else str(key))
+    return pairs
 
 
 def _f(x: Any) -> str:

@@ -344,8 +344,12 @@ def test_the_view_stays_correct(attack):
         assert set(table) <= {MID}, sorted(table)
     # the real minion with its real grains
     assert set(attack["view"]["minions"]) == {MID}
-    assert attack["view"]["minions"][MID]["grains"] == attack["real_grains"]
-    assert latest(client, "minions")[MID]["grains"] == attack["real_grains"]
+    for grains in (
+        attack["view"]["minions"][MID]["grains"],
+        latest(client, "minions")[MID]["grains"],
+    ):
+        # each salt-call caches the grains again, with its own pid
+        assert {**grains, "pid": None} == {**attack["real_grains"], "pid": None}
     # the jobs keep their functions, in every table sent, and complete with the real returns
     for table in every_table(client, "jobs"):
         for jid, fun in ((cmd_jid, "cmd.run"), (sleep_jid, "test.sleep")):
@@ -369,3 +373,8 @@ def test_status_shows_the_fleet_and_what_was_refused(attack):
     assert status["minions"] == 1  # no forged id counted as a minion
     assert status["bus_connected"] is True
     assert status["bus_reconnects"] == 0  # forged salt_ws/bus/* notices changed nothing
+    refused = status["refused"]  # the formatted view's refusals, by reason
+    assert refused["invalid_id"] >= len(PATH_IDS)  # "../canary" & co.
+    assert refused["not_accepted"] >= 1  # ghost-minion, minion-2: valid ids, no key
+    assert refused["fun_conflict"] >= 2  # the second new of each running job
+    assert status["acl_jobs"]["conflicts"] >= 2
