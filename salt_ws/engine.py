@@ -476,7 +476,7 @@ class Engine:
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
             "syndics": self.view.syndic_ids,
-            "refused": self.view.refused,  # the formatted view's, by reason
+            "view_refused": self.view.refused,  # the formatted view's refusals, by reason
             "jobs_bytes": self.view.jobs_bytes,
             "acl_jobs": self.job_funs.stats(),
             "limits": self.services.stats() if self.services is not None else {},

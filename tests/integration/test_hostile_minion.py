@@ -373,7 +373,7 @@ def test_status_shows_the_fleet_and_what_was_refused(attack):
     assert status["minions"] == 1  # no forged id counted as a minion
     assert status["bus_connected"] is True
     assert status["bus_reconnects"] == 0  # forged salt_ws/bus/* notices changed nothing
-    refused = status["refused"]  # the formatted view's refusals, by reason
+    refused = status["view_refused"]  # the formatted view's refusals, by reason
     assert refused["invalid_id"] >= len(PATH_IDS)  # "../canary" & co.
     assert refused["not_accepted"] >= 1  # ghost-minion, minion-2: valid ids, no key
     assert refused["fun_conflict"] >= 2  # the second new of each running job

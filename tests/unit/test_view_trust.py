@@ -477,6 +477,6 @@ def test_the_engine_reads_the_keys_for_the_view_and_reports_what_it_refused():
     assert GHOST in engine.view.minion_ids
     assert fleet.asked == [[GHOST]]  # never a path-like id
     status = engine.status()
-    assert status["refused"]["invalid_id"] == len(PATHLIKE)
-    assert status["refused"]["not_accepted"] == 1
+    assert status["view_refused"]["invalid_id"] == len(PATHLIKE)
+    assert status["view_refused"]["not_accepted"] == 1
     assert status["jobs_bytes"] == 0
