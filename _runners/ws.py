@@ -36,7 +36,14 @@ def status():
     endpoint, ``events_received``, ``messages_sent``, ``clients_cut_slow``,
     ``queue_high_water``, the bus link state, the number of ``minions`` and
     ``jobs`` in the formatted view and ``syndics``, the syndics reporting to
-    it (empty unless it is a master of masters). When no engine answers, one
+    it (empty unless it is a master of masters). The hardening counters:
+    ``limits`` (open websockets and HTTP connections, refusals by reason,
+    what the throttles track), ``view_refused`` (ids and fields the formatted
+    view refused, by reason), ``jobs_bytes``, ``acl_jobs`` (the jid registry
+    of ``/all_events``: jobs, bytes, conflicts), ``frame_cache``, the byte
+    bounds of client and bus queues (``clients_cut_bytes``,
+    ``bus_dropped_events``, ...) and the bus link (``bus_state``,
+    ``bus_outages``, probes). When no engine answers, one
     ``message`` line says so and the exit code is 1. With several engine
     instances, ``engines`` maps each port to its report.
 
