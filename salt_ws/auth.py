@@ -120,8 +120,22 @@ class LoginFailed(Exception):
     """Credentials were refused (HTTP 401)."""
 
 
+LOGIN_WORKERS = 4  # eauth threads for logins (Salt sleeps ~1 s in each failed one)
+LOGINS_PER_USER = 2  # logins of one username running or waiting at most
+
+
 class LoginBusy(Exception):
-    """``max_pending_logins`` logins are already waiting for eauth (HTTP 503)."""
+    """Too many logins are waiting for eauth: in all (HTTP 503) or for one username (429).
+
+    Attributes:
+        reason: ``"max_pending_logins"`` or ``"max_pending_logins_per_user"``.
+        status: the HTTP status to answer.
+    """
+
+    def __init__(self, message: str, reason: str = "max_pending_logins", status: int = 503):
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 def check_token_expire(value: float) -> float:
@@ -156,8 +170,14 @@ class Session(dict):
 class Authenticator:
     """Salt eauth for the engine's handlers.
 
-    Two worker threads, each with its own ``LoadAuth`` (which is not documented
-    as thread-safe): one for logins, one for everything else.
+    Logins run on :data:`LOGIN_WORKERS` threads of their own, everything else
+    (token lookups, permissions, logout, clean-up) on one other thread, so a
+    slow eauth never delays a token check. Each thread has its own
+    ``LoadAuth`` (which is not documented as thread-safe). Salt's
+    ``LoadAuth.time_auth`` makes every failed login last about as long as the
+    slowest one seen (at least ~1 s): several login threads, and at most
+    :data:`LOGINS_PER_USER` logins of one username at a time, keep guesses
+    against one account from queueing everyone else behind them.
 
     Args:
         opts: the master's opts.
@@ -177,39 +197,68 @@ class Authenticator:
 
             load_auth = salt.auth.LoadAuth
         self._opts = opts
+        self._load_auth = load_auth
         self._auth = load_auth(opts)  # token lookups, permissions, logout, clean-up
-        self._login_auth = load_auth(opts)  # logins only
+        self._login_local = threading.local()  # each login thread's own LoadAuth
         self._pattern = token_pattern(opts.get("hash_type") or "sha256")
         # token -> whole second at which it ends, for tokens this engine issued or saw:
         # see reap()
         self._known: dict[str, float] = {}
         self._known_lock = threading.Lock()
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-token")
-        self._logins = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="salt_ws-login")
+        self._logins = concurrent.futures.ThreadPoolExecutor(
+            LOGIN_WORKERS, thread_name_prefix="salt_ws-login"
+        )
         self.max_pending_logins = max_pending_logins
         self.logins_pending = 0  # only touched on the event loop
+        self._pending_users: dict[str, int] = {}  # casefolded username -> logins in flight
         self.logins_refused_busy = 0
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run a blocking method of this class on the token worker thread (not for logins)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
 
-    async def run_login(self, func: Callable[..., T], *args: Any) -> T:
-        """Run a login (:meth:`login`) on the login worker thread.
+    async def run_login(self, func: Callable[..., T], *args: Any, user: str = "") -> T:
+        """Run a login (:meth:`login`) on a login worker thread.
+
+        Args:
+            func: the blocking call.
+            *args: its arguments.
+            user: the username tried (at most :data:`LOGINS_PER_USER` at a time).
 
         Raises:
-            LoginBusy: ``max_pending_logins`` logins are running or waiting.
+            LoginBusy: ``max_pending_logins`` logins are running or waiting,
+                or :data:`LOGINS_PER_USER` of this username.
         """
         if self.logins_pending >= self.max_pending_logins:
             self.logins_refused_busy += 1
             raise LoginBusy(
                 f"too many logins waiting (max_pending_logins: {self.max_pending_logins})"
             )
+        key = user.casefold()
+        if self._pending_users.get(key, 0) >= LOGINS_PER_USER:
+            self.logins_refused_busy += 1
+            raise LoginBusy(
+                "a login for this user is already in progress; retry in a moment",
+                "max_pending_logins_per_user",
+                429,
+            )
         self.logins_pending += 1
+        self._pending_users[key] = self._pending_users.get(key, 0) + 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._logins, func, *args)
         finally:
             self.logins_pending -= 1
+            left = self._pending_users.pop(key) - 1
+            if left:
+                self._pending_users[key] = left
+
+    def _login_side(self) -> Any:
+        """This login thread's own ``LoadAuth`` (made on first use)."""
+        auth = getattr(self._login_local, "auth", None)
+        if auth is None:
+            auth = self._login_local.auth = self._load_auth(self._opts)
+        return auth
 
     def stats(self) -> dict[str, int]:
         """Logins in flight and refused, tokens tracked for early removal."""
@@ -248,7 +297,8 @@ class Authenticator:
         creds: dict[str, Any] = {"username": username, "password": password, "eauth": eauth}
         if token_expire is not None:
             creds["token_expire"] = check_token_expire(float(token_expire))
-        token = self._login_auth.mk_token(creds)
+        login_auth = self._login_side()
+        token = login_auth.mk_token(creds)
         if "token" not in token:
             raise LoginFailed("could not authenticate using the provided credentials")
         try:
@@ -259,7 +309,7 @@ class Authenticator:
                 salt.netapi.sum_permissions(token, copy.deepcopy(dict(eauth_config)))
             )
         except (KeyError, AttributeError, TypeError):
-            self._login_auth.rm_token(token["token"])
+            login_auth.rm_token(token["token"])
             raise LoginFailed(f"no external_auth permissions for this user with eauth '{eauth}'")
         self._remember(token["token"], float(token["expire"]))
         return {

@@ -71,6 +71,7 @@ REFUSALS = (
     "http_body_timeout",  # body not complete within http_timeout
     "login_throttled",  # 429: failed logins per address or per username
     "max_pending_logins",  # 503: the login queue is full
+    "max_pending_logins_per_user",  # 429: logins of this username already waiting
     "unknown_token_throttled",  # 429 / 1013: unknown tokens per address
     "cross_origin",  # 403: /login or /logout from a foreign Origin
 )
@@ -367,12 +368,12 @@ class LoginHandler(BaseHandler):
         throttle.failed(address, now, username)
         try:
             result = await auth.run_login(
-                auth.login, username, creds["password"], creds["eauth"], expire
+                auth.login, username, creds["password"], creds["eauth"], expire, user=username
             )
         except LoginBusy as exc:
             throttle.succeeded(address, now, username)  # nothing was tried
-            services.refuse("max_pending_logins")
-            self.fail(503, str(exc))
+            services.refuse(exc.reason)
+            self.fail(exc.status, str(exc))
             return
         except LoginFailed as exc:
             log.info(

@@ -46,7 +46,7 @@ class FakeAuthenticator:
     async def run(self, func: Callable[..., Any], *args: Any) -> Any:
         return func(*args)
 
-    async def run_login(self, func: Callable[..., Any], *args: Any) -> Any:
+    async def run_login(self, func: Callable[..., Any], *args: Any, user: str = "") -> Any:
         return await self.run(func, *args)
 
     def well_formed(self, token: str) -> bool:

@@ -362,7 +362,10 @@ async def test_a_token_check_stays_fast_while_failing_logins_are_slow():
     auth = slow_authenticator(0.4)
     try:
         async with serving(auth=auth, login_max_failures=100) as site:
-            logins = [asyncio.ensure_future(site.post_json("/login", WRONG)) for _ in range(4)]
+            logins = [
+                asyncio.ensure_future(site.post_json("/login", {**WRONG, "username": f"u{i}"}))
+                for i in range(4)
+            ]
             await asyncio.sleep(0.1)
             started = time.monotonic()
             conn = await site.open(f"/all_events/{GOOD_TOKEN}")

@@ -501,8 +501,10 @@ def test_a_token_lookup_does_not_wait_behind_slow_logins():
 
         async def main():
             logins = [
-                asyncio.ensure_future(auth.run_login(auth.login, "alice", "wrong", "pam"))
-                for _ in range(3)
+                asyncio.ensure_future(
+                    auth.run_login(auth.login, f"user{i}", "wrong", "pam", user=f"user{i}")
+                )
+                for i in range(3)
             ]
             await asyncio.sleep(0.05)
             started = time.monotonic()
@@ -648,3 +650,36 @@ def test_load_known_survives_a_store_that_cannot_list(authenticators):
 )
 def test_loggable_redacts_and_escapes_control_characters(text, expected):
     assert loggable(text) == expected
+
+
+def test_guesses_at_one_user_do_not_queue_another_users_login():
+    # Salt makes each failed login last ~1 s (LoadAuth.time_auth): guesses at one account
+    # may hold LOGINS_PER_USER login threads at most, the others serve everyone else.
+    auth, made = slow_auth(0.4)
+    try:
+
+        async def main():
+            guesses = [
+                asyncio.ensure_future(
+                    auth.run_login(auth.login, "victim", "wrong", "pam", user="victim")
+                )
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0)
+            with pytest.raises(LoginBusy) as busy:
+                await auth.run_login(auth.login, "Victim", "wrong", "pam", user="Victim")
+            assert (busy.value.status, busy.value.reason) == (429, "max_pending_logins_per_user")
+            started = time.monotonic()
+            result = await auth.run_login(auth.login, *ALICE, user="alice")
+            waited = time.monotonic() - started
+            await asyncio.gather(*guesses, return_exceptions=True)
+            return result, waited
+
+        result, waited = asyncio.run(main())
+        assert result["user"] == "alice"
+        assert waited < 0.7  # its own 0.4 s, not behind the two guesses (was ~1.2 s)
+        logins = {name for m in made for call, name in m.threads if call == "mk_token"}
+        assert len(logins) == 3  # three login threads, each with its LoadAuth
+        assert len([m for m in made if m.called("mk_token")]) == 3
+    finally:
+        auth.shutdown()
