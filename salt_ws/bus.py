@@ -44,11 +44,35 @@ __all__ = [
     "Link",
     "LinkChange",
     "LinkState",
+    "Packed",
 ]
 
 log = logging.getLogger(__name__)
 
 PROBE_PREFIX = "salt_ws/probe/"  # + a nonce; only the engine's own nonces are hidden
+_PROBE_PREFIX = PROBE_PREFIX.encode()
+TAGEND = b"\n\n"  # Salt's separator of tag and payload in a raw event (salt.utils.event)
+
+
+class Packed:
+    """A bus event in its raw bytes, unpacked by :meth:`Handoff.drain` on the engine loop."""
+
+    __slots__ = ("raw", "unpack")
+
+    def __init__(self, raw: bytes, unpack: Callable[[bytes], Any]) -> None:
+        self.raw = raw
+        self.unpack = unpack
+
+    def open(self) -> tuple[str, Any] | None:
+        """``(tag, data)``, or None (logged) if the payload cannot be unpacked."""
+        try:
+            tag, data = self.unpack(self.raw)
+        except Exception:  # pylint: disable=broad-except
+            log.warning("salt_ws: skipped an event that could not be unpacked", exc_info=True)
+            return None
+        return tag, data
+
+
 FIRST_RETRY = 1.0  # seconds before the second probe of an outage; doubles each time
 MAX_RETRY = 30.0  # the longest interval between probes
 START_GRACE = 5.0  # how long the first probe may take before the link counts as lost
@@ -196,7 +220,15 @@ class Handoff:
             self.received += len(items)
             if len(items) > self.backlog_high_water:
                 self.backlog_high_water = len(items)
-            self._consume(items)
+            opened = []
+            for item in items:
+                if isinstance(item, Packed):
+                    item = item.open()
+                    if item is None:
+                        continue
+                opened.append(item)
+            if opened:
+                self._consume(opened)
 
     def stats(self) -> dict[str, int]:
         """Counters for ``salt-run ws.status``."""
@@ -551,7 +583,13 @@ class BusReader(threading.Thread):
             log.debug("salt_ws: an event bus probe could not be fired", exc_info=True)
 
     def _receive(self, raw: bytes, unpack: Callable[[bytes], Any], now: float) -> None:
-        """One raw event from the publisher (bus thread)."""
+        """One raw event from the publisher (bus thread).
+
+        The event stays in its raw bytes until the engine loop takes it
+        (:class:`Packed`): what waits in the :class:`Handoff` is exactly what
+        ``bus_queue_bytes`` counts, not the many times larger Python objects
+        unpacking makes of it.
+        """
         link = self.link
         if link.state is not LinkState.UP:
             self._apply(link.delivered(now))  # anything that arrives proves delivery
@@ -559,14 +597,10 @@ class BusReader(threading.Thread):
         handoff = self._handoff
         if handoff.reject(size, now):
             return
-        try:
-            tag, data = unpack(raw)
-        except Exception:  # pylint: disable=broad-except
-            log.warning("salt_ws: skipped an event that could not be unpacked", exc_info=True)
-            return
-        if isinstance(tag, str) and tag.startswith(PROBE_PREFIX) and link.is_probe(tag):
+        tag = raw.partition(TAGEND)[0]
+        if tag.startswith(_PROBE_PREFIX) and link.is_probe(tag.decode("utf-8", "replace")):
             return  # the engine's own probe: not for clients
-        handoff.put((tag, data), size, now)
+        handoff.put(Packed(raw, unpack), size, now)
 
     async def _main(self) -> None:
         import salt.utils.event  # pylint: disable=import-outside-toplevel

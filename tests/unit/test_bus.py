@@ -690,7 +690,7 @@ class Reader:
 
     def unpack(self, raw: bytes) -> tuple[str, Any]:
         self.unpacked.append(raw)
-        tag, _, data = raw.decode().partition("|")
+        tag, _, data = raw.decode().partition("\n\n")
         return tag, {"d": data}
 
     def receive(self, raw: bytes, now: float) -> None:
@@ -705,32 +705,47 @@ def test_the_engines_own_probe_is_hidden_and_others_pass():
     r = Reader()
     r.reader._apply(r.reader.link.subscribed(0.0))
     [probe] = r.fired
-    r.receive(f"{probe}|".encode(), 0.01)
-    r.receive(b"salt_ws/probe/forged|x", 0.02)
-    r.receive(b"salt/job/1/new|y", 0.03)
+    r.receive(f"{probe}\n\n".encode(), 0.01)
+    r.receive(b"salt_ws/probe/forged\n\nx", 0.02)
+    r.receive(b"salt/job/1/new\n\ny", 0.03)
     assert r.reader.connected
     assert r.items() == [("salt_ws/probe/forged", {"d": "x"}), ("salt/job/1/new", {"d": "y"})]
 
 
 def test_events_beyond_the_bus_bound_are_dropped_before_unpacking():
     r = Reader(max_bytes=1 << 20)
-    big = b"t|" + b"x" * (1 << 20)
+    big = b"t\n\n" + b"x" * (1 << 20)
     r.receive(big, 1.0)
-    r.receive(b"small|1", 2.0)
-    assert r.unpacked == [big]
+    r.receive(b"small\n\n1", 2.0)
+    assert r.unpacked == []  # events wait in their raw bytes, unpacked on the engine loop
+    assert r.handoff.bytes == len(big)
     [first, marker] = r.items()
+    assert r.unpacked == [big]  # the dropped one never was
     assert first[0] == "t"
-    assert isinstance(marker, Dropped) and marker.bytes == len(b"small|1")
+    assert isinstance(marker, Dropped) and marker.bytes == len(b"small\n\n1")
 
 
 def test_the_reader_reports_a_restore_before_the_event_that_proves_it():
     r = Reader()
     link = r.reader.link
     r.reader._apply(link.subscribed(0.0))
-    r.receive(f"{r.fired[0]}|".encode(), 0.01)
+    r.receive(f"{r.fired[0]}\n\n".encode(), 0.01)
     r.reader._apply(link.dropped(5.0))
-    r.receive(b"salt/job/2/new|", 5.5)
+    r.receive(b"salt/job/2/new\n\n", 5.5)
     items = r.items()
     assert [type(i).__name__ for i in items] == ["LinkChange", "LinkChange", "tuple"]
     assert [i.up for i in items[:2]] == [False, True]
     assert r.reader.stats()["bus_dropped_events"] == 0
+
+
+def test_an_event_that_cannot_be_unpacked_is_skipped_on_the_engine_loop():
+    r = Reader()
+
+    def broken(raw: bytes) -> tuple[str, Any]:
+        if raw.startswith(b"bad"):
+            raise ValueError("truncated payload")
+        return r.unpack(raw)
+
+    r.reader._receive(b"bad\n\n\x00", broken, 1.0)
+    r.reader._receive(b"good\n\nz", broken, 1.1)
+    assert r.items() == [("good", {"d": "z"})]
