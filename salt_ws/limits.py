@@ -28,7 +28,52 @@ __all__ = [
 IN_FLIGHT = 64
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Table = collections.OrderedDict[Any, collections.deque[float]]
+_Times = collections.OrderedDict[Any, collections.deque[float]]
+
+
+class _Table:
+    """Failure times per key, least recently failed first, at most ``most`` keys.
+
+    Keys at or over ``limit`` are kept apart from those under it, and are
+    forgotten only once no key under its limit is left: a flood of fresh keys
+    (junk usernames, new addresses) cannot flush a key that is being throttled.
+    """
+
+    __slots__ = ("full", "limit", "most", "under")
+
+    def __init__(self, limit: int, most: int) -> None:
+        self.limit = limit
+        self.most = most
+        self.under: _Times = collections.OrderedDict()
+        self.full: _Times = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.under) + len(self.full)
+
+    def __iter__(self) -> Any:
+        yield from self.under
+        yield from self.full
+
+    def __getitem__(self, key: Any) -> collections.deque[float]:
+        times = self.get(key)
+        if times is None:
+            raise KeyError(key)
+        return times
+
+    def get(self, key: Any) -> collections.deque[float] | None:
+        times = self.under.get(key)
+        return times if times is not None else self.full.get(key)
+
+    def delete(self, key: Any) -> None:
+        self.under.pop(key, None)
+        self.full.pop(key, None)
+
+    def place(self, key: Any, times: collections.deque[float]) -> None:
+        """(Re)file ``key`` as the most recent of its side; forget the oldest beyond ``most``."""
+        self.delete(key)
+        (self.full if len(times) >= self.limit else self.under)[key] = times
+        while len(self) > self.most:
+            (self.under or self.full).popitem(last=False)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -136,8 +181,8 @@ class LoginThrottle:
         self.max_user_failures = max_user_failures or max_failures
         self.window = window
         self.max_addresses = max_addresses
-        self._addresses: _Table = collections.OrderedDict()
-        self._users: _Table = collections.OrderedDict()
+        self._addresses = _Table(self.max_failures, max_addresses)
+        self._users = _Table(self.max_user_failures, max_addresses)
         self.throttled = 0  # retry_after answers that were not 0
 
     @staticmethod
@@ -161,9 +206,9 @@ class LoginThrottle:
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
-            del table[key]
+            table.delete(key)
             return None
-        return times
+        return times  # (a key that decayed under its limit stays filed as full until it fails)
 
     def _wait(self, table: _Table, key: Any, limit: int, now: float) -> float:
         times = self._recent(table, key, now)
@@ -185,11 +230,9 @@ class LoginThrottle:
         for table, key, limit in self._keys(address, username):
             times = self._recent(table, key, now)
             if times is None:
-                times = table[key] = collections.deque(maxlen=limit + IN_FLIGHT)
+                times = collections.deque(maxlen=limit + IN_FLIGHT)
             times.append(now)
-            table.move_to_end(key)
-            while len(table) > self.max_addresses:
-                table.popitem(last=False)
+            table.place(key, times)
 
     def succeeded(self, address: str, now: float, username: str | None = None) -> None:
         """Withdraw the attempt recorded at ``now`` by :meth:`failed`; nothing else."""
@@ -198,7 +241,10 @@ class LoginThrottle:
             if times is not None and now in times:
                 times.remove(now)
                 if not times:
-                    del table[key]
+                    table.delete(key)
+                elif len(times) < table.limit and key in table.full:
+                    table.full.pop(key)
+                    table.under[key] = times  # under its limit again: evictable
 
     def stats(self) -> dict[str, int]:
         """Tracked addresses and usernames, and how often an attempt was refused."""

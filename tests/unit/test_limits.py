@@ -173,6 +173,42 @@ def test_username_memory_is_bounded_in_entries_and_bytes():
     assert all(len(key) <= 32 for key in limiter._users)
 
 
+def test_junk_usernames_cannot_flush_a_username_at_its_limit():
+    # red team a6: 10,000 junk usernames evicted "root" from the LRU, resetting its count
+    limiter = LoginThrottle(max_failures=5, window=60.0, max_addresses=100, max_user_failures=4)
+    fail_as(limiter, A, "root", 100.0, 100.1, 100.2, 100.3)
+    for n in range(1000):
+        limiter.failed(f"2001:db8:{n:x}::1", 101.0 + n / 1000, f"junk{n}")
+    assert limiter.retry_after(B, 103.0, "root") > 0
+    assert limiter.stats()["usernames"] <= 100
+
+
+def test_addresses_at_their_limit_outlive_under_limit_ones():
+    limiter = throttle(max_failures=2, max_addresses=3)
+    fail(limiter, "held", 100.0, 100.5)
+    for n in range(10):
+        limiter.failed(f"once{n}", 101.0 + n)
+    assert limiter.retry_after("held", 112.0) > 0
+    assert limiter.stats()["addresses"] == 3
+
+
+def test_when_every_entry_is_at_its_limit_the_least_recent_goes():
+    limiter = throttle(max_failures=1, max_addresses=2)
+    for n, address in enumerate("abc"):
+        limiter.failed(address, 100.0 + n)
+    assert [a for a in "abc" if limiter.retry_after(a, 103.0) > 0] == ["b", "c"]
+
+
+def test_a_success_below_the_limit_makes_an_entry_evictable_again():
+    limiter = throttle(max_failures=2, max_addresses=2)
+    fail(limiter, "a", 100.0, 101.0)
+    limiter.succeeded("a", 101.0)
+    limiter.failed("b", 102.0)
+    limiter.failed("c", 103.0)
+    assert limiter.stats()["addresses"] == 2
+    assert limiter.retry_after("a", 104.0) == 0 and "a" not in list(limiter._addresses)
+
+
 def test_a_key_keeps_a_bounded_number_of_times():
     limiter = throttle(max_failures=3)
     fail(limiter, A, *[100.0 + n / 100 for n in range(1000)])
