@@ -164,7 +164,9 @@ class LoginThrottle:
     in; a user's own typos leave the window by themselves.
 
     Memory is bounded: at most ``max_addresses`` addresses and as many usernames
-    are tracked (the least recently failed forgotten first), each with at most
+    are tracked (the least recently failed forgotten first, but one at or over
+    its limit only once none under it is left: junk usernames cannot flush a
+    throttled account), each with at most
     its limit + :data:`IN_FLIGHT` times; usernames are kept as 16-byte digests,
     whatever their length, compared case-insensitively (LDAP and others ignore
     case).
