@@ -18,6 +18,7 @@ master stops it. A port that is in use is retried quietly.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import errno
 import logging
@@ -50,6 +51,52 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 2.0  # seconds given to close frames before the process exits
 EXPIRE_EARLY = 1.0  # seconds before a token's expire time at which the engine ends it
+GRAINS_INTERVAL = 1.0  # seconds between two reads of one minion's cached grains
+
+
+class GrainsQueue:
+    """Minions whose cached grains the view wants read, coalesced (pure; ``now`` passed in).
+
+    Any minion can fire ``minion/refresh/<id>`` or a forged start event as often as it
+    likes; each asks for a read. Ids wait in a set (bounded: the view asks only for
+    accepted ids), one loader takes them, and each id is read at most once per
+    :data:`GRAINS_INTERVAL`.
+    """
+
+    def __init__(self, interval: float = GRAINS_INTERVAL) -> None:
+        self.interval = interval
+        self.wanted: set[str] = set()
+        self.loading = False  # a loader task is running
+        self._read_at: dict[str, float] = {}  # id -> when it was last read (recent ones only)
+        self.requests = 0  # ids asked for
+        self.loads = 0  # reads started
+
+    def want(self, mids: list[str]) -> None:
+        """Ask for the grains of ``mids``."""
+        self.requests += len(mids)
+        self.wanted.update(mids)
+
+    def take(self, now: float) -> tuple[list[str], float]:
+        """(ids due now, removed from the wanted set; seconds until the next is due)."""
+        for mid, at in list(self._read_at.items()):
+            if now - at >= self.interval:
+                del self._read_at[mid]
+        due = sorted(mid for mid in self.wanted if mid not in self._read_at)
+        self.wanted.difference_update(due)
+        for mid in due:
+            self._read_at[mid] = now
+        if due:
+            self.loads += 1
+        waits = [self.interval - (now - self._read_at[mid]) for mid in self.wanted]
+        return due, max(0.0, min(waits, default=0.0))
+
+    def stats(self) -> dict[str, int]:
+        """For ``salt-run ws.status`` (key ``grains``)."""
+        return {
+            "wanted": len(self.wanted),
+            "requests": self.requests,
+            "loads": self.loads,
+        }
 
 
 @dataclasses.dataclass
@@ -109,6 +156,11 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.audiences: dict[str, Permissions] = {}
         self.job_funs = JobFunctions()  # jid -> function and arguments, for the ACL
+        self.grains = GrainsQueue()
+        # grains reads and admission's target resolution each on a thread of their own,
+        # not queued behind the default executor's fleet work (reseed, presence, keys)
+        self._grains_pool = concurrent.futures.ThreadPoolExecutor(1, "salt_ws-grains")
+        self._admit_pool = concurrent.futures.ThreadPoolExecutor(2, "salt_ws-admit")
 
     # -- bus -> hub -------------------------------------------------------------
 
@@ -179,7 +231,10 @@ class Engine:
         loads = [command for command in update.commands if isinstance(command, LoadGrains)]
         mids = [mid for command in loads for mid in command.mids]
         if mids and self.fleet is not None:
-            self._spawn(self._load_grains(mids))
+            self.grains.want(mids)  # one loader at a time, each id at most once a second
+            if not self.grains.loading:
+                self.grains.loading = True
+                self._spawn(self._load_grains())
         if self.fleet is not None and any(isinstance(c, ReloadKeys) for c in update.commands):
             self._spawn(self._reload_keys())  # the view asks for one at a time
 
@@ -196,7 +251,9 @@ class Engine:
             perms = Permissions(auth_list)
             targets = targets_of(auth_list)
             if targets and self.fleet is not None:
-                perms.resolve(await self._blocking(self.fleet.resolve, targets))
+                perms.resolve(
+                    await self._blocking_on(self._admit_pool, self.fleet.resolve, targets)
+                )
             self.audiences[key] = perms
         return perms
 
@@ -228,17 +285,31 @@ class Engine:
     async def _blocking(self, func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
-    async def _load_grains(self, mids: list[str]) -> None:
+    async def _blocking_on(self, pool: concurrent.futures.Executor, func: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+
+    async def _load_grains(self) -> None:
+        """The one grains loader: reads what :attr:`grains` has due until nothing is wanted."""
         assert self.fleet is not None
         try:
-            found = await self._blocking(self.fleet.load_grains, dict.fromkeys(mids))
-        except Exception:  # pylint: disable=broad-except
-            log.warning("salt_ws: could not read cached grains", exc_info=True)
-            return
-        update = Update()
-        for mid, grains in found.items():
-            update.merge(self.view.set_grains(mid, grains))
-        self.view_changed(update)
+            while self.grains.wanted:
+                mids, wait = self.grains.take(time.monotonic())
+                if not mids:
+                    await asyncio.sleep(wait)
+                    continue
+                try:
+                    found = await self._blocking_on(
+                        self._grains_pool, self.fleet.load_grains, dict.fromkeys(mids)
+                    )
+                except Exception:  # pylint: disable=broad-except
+                    log.warning("salt_ws: could not read cached grains", exc_info=True)
+                    continue
+                update = Update()
+                for mid, grains in found.items():
+                    update.merge(self.view.set_grains(mid, grains))
+                self.view_changed(update)
+        finally:
+            self.grains.loading = False
 
     async def _reload_keys(self) -> None:
         """Re-read the accepted keys for the view (a key event, or an id it has no key for)."""
@@ -480,6 +551,7 @@ class Engine:
             "view_refused": self.view.refused,  # the formatted view's refusals, by reason
             "jobs_bytes": self.view.jobs_bytes,
             "acl_jobs": self.job_funs.stats(),
+            "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
             "limits": self.services.stats() if self.services is not None else {},
         }
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import os
 import socket
 import struct
+import threading
 import time
+from typing import Any
 
+from salt_ws.config import parse
+from salt_ws.engine import Engine
 from salt_ws.handlers import CLIENT_READY, WRITE_BATCH_BYTES, WRITE_TIMEOUT
 
 from .harness import GOOD_TOKEN
@@ -97,3 +102,70 @@ async def test_deeply_nested_json_is_a_400_not_a_500(caplog):
         reply = await site.fetch("/login", "POST", body, {"Content-Type": "application/json"})
         assert reply.code == 400
         assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# -- red team a8: LoadGrains floods ------------------------------------------------------------
+
+
+class GrainsFleet:
+    """A Fleet whose reads are counted; ``block`` holds every default-executor worker."""
+
+    data_cache = True
+
+    def __init__(self) -> None:
+        self.loads: list[list[str]] = []
+
+    def load_grains(self, mids: dict[str, Any]) -> dict[str, Any]:
+        self.loads.append(sorted(mids))
+        time.sleep(0.002)
+        return {mid: {"os": "x"} for mid in mids}
+
+    def resolve(self, targets: Any) -> dict[str, set[str]]:
+        return {target: {"m1"} for target in targets}
+
+
+class ListAuth:
+    async def run(self, func: Any, *args: Any) -> Any:
+        return func(*args)
+
+    def auth_list(self, session: Any) -> list[Any]:
+        return [{"m1": [".*"]}]
+
+
+def grains_engine() -> tuple[Engine, GrainsFleet]:
+    engine = Engine(opts={}, config=parse({"disable_ssl": True}))
+    fleet = GrainsFleet()
+    engine.fleet = fleet  # type: ignore[assignment]
+    engine.view.seed({"m1": {}, "m2": {}}, accepted=["m1", "m2"])
+    return engine, fleet
+
+
+async def test_refresh_floods_run_one_grains_loader_reading_each_id_at_most_once_a_second():
+    engine, fleet = grains_engine()
+    started = time.monotonic()
+    for n in range(3000):
+        engine.consume([("minion/refresh/m1", {}), ("minion/refresh/m2", {})])
+        if n % 100 == 0:
+            await asyncio.sleep(0)
+            assert len(engine._tasks) <= 1  # was one task per drain
+    await until(lambda: not engine._tasks, 5.0)
+    seconds = time.monotonic() - started
+    assert len(fleet.loads) <= 2 * (int(seconds) + 2)  # was one load per event
+    assert fleet.loads[0] == ["m1", "m2"]  # ids coalesced into one read
+    assert engine.status()["grains"]["loads"] == len(fleet.loads)
+
+
+async def test_a_busy_default_executor_does_not_delay_admission():
+    engine, _ = grains_engine()
+    engine.auth = ListAuth()  # type: ignore[assignment]
+    loop = asyncio.get_running_loop()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    loop.set_default_executor(pool)
+    gate = threading.Event()
+    blocked = loop.run_in_executor(None, gate.wait, 10.0)  # reseed, presence, key reloads ...
+    try:
+        perms = await asyncio.wait_for(engine.admit({"name": "bob", "eauth": "pam"}), 2.0)
+        assert perms is not None
+    finally:
+        gate.set()
+        await blocked
