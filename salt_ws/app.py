@@ -3,6 +3,7 @@ and the :class:`Server` that serves it."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import ssl
 from typing import Any
@@ -79,23 +80,33 @@ _TIMEOUTS = {"headers": "http_header_timeout", "body": "http_body_timeout"}
 class _Connection:
     """What the server knows of one HTTP connection: its address key and request phase."""
 
-    __slots__ = ("key", "phase", "since")
+    __slots__ = ("key", "phase", "since", "writing_since")
 
     def __init__(self, key: str, now: float) -> None:
         self.key = key
         self.phase = "headers"  # waiting for a request's headers, then "body", then "done"
         self.since = now
+        self.writing_since: float | None = None  # a response waiting for the client to read
 
 
 class _Watch(tornado.httputil.HTTPMessageDelegate):
     """Passes a request through, noting its phase on the connection."""
 
-    def __init__(self, delegate: tornado.httputil.HTTPMessageDelegate, conn: _Connection) -> None:
+    def __init__(
+        self,
+        delegate: tornado.httputil.HTTPMessageDelegate,
+        conn: _Connection,
+        waiting: collections.OrderedDict[Any, _Connection],
+        stream: Any,
+    ) -> None:
         self.delegate = delegate
         self.conn = conn
+        self.waiting = waiting
+        self.stream = stream
 
     def headers_received(self, start_line: Any, headers: Any) -> Any:
         self.conn.phase, self.conn.since = "body", tornado.ioloop.IOLoop.current().time()
+        self.waiting.pop(self.stream, None)  # a request in flight is never evicted
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
@@ -118,6 +129,13 @@ class Server(tornado.httpserver.HTTPServer):
     upgraded to a websocket, which the websocket budgets count from then on.
     Connections tornado closes for ``http_timeout`` (headers, idle keep-alive,
     body) are counted as ``http_header_timeout`` / ``http_body_timeout``.
+
+    When the total is full, the connection that has waited longest for a
+    request's headers (a slowloris, an idle keep-alive) is closed to make room
+    (``max_http_connections_evicted``); only when every connection has a request
+    in flight is the newcomer refused. A response the client does not read
+    within ``http_timeout`` closes its connection (``http_write_timeout``;
+    tornado itself waits for it forever), checked by :meth:`sweep`.
     """
 
     def initialize(self, *args: Any, services: Services, **kwargs: Any) -> None:  # type: ignore[override]
@@ -125,12 +143,61 @@ class Server(tornado.httpserver.HTTPServer):
         self.services = services
         self.http_timeout = float(services.config.http_timeout)
         self._open: dict[tornado.iostream.IOStream, _Connection] = {}
+        # connections waiting for a request's headers, longest-waiting first
+        self._waiting: collections.OrderedDict[Any, _Connection] = collections.OrderedDict()
+        self._sweeper: tornado.ioloop.PeriodicCallback | None = None
+
+    def _evict_waiting(self) -> bool:
+        """Close the connection that has waited longest for headers; False if there is none."""
+        if not self._waiting:
+            return False
+        stream, conn = self._waiting.popitem(last=False)
+        if self._open.pop(stream, None) is not None:
+            self.services.http.release(conn.key)  # now: tornado's on_close comes later
+        self.services.refuse("max_http_connections_evicted")
+        stream.close()
+        return True
+
+    def sweep(self, now: float) -> int:
+        """Close connections whose response has waited ``http_timeout`` for the client to
+        read it (``now``: the loop's time); returns how many."""
+        stalled = []
+        for stream, conn in self._open.items():
+            if conn.phase != "done" or not stream.writing():
+                conn.writing_since = None
+            elif conn.writing_since is None:
+                conn.writing_since = now
+            elif now - conn.writing_since >= self.http_timeout:
+                stalled.append((stream, conn))
+        for stream, conn in stalled:
+            del self._open[stream]
+            self._waiting.pop(stream, None)
+            self.services.http.release(conn.key)
+            self.services.refuse("http_write_timeout")
+            stream.close()
+        return len(stalled)
+
+    def _sweep(self) -> None:
+        self.sweep(tornado.ioloop.IOLoop.current().time())
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
+        super().stop()
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
         services = self.services
         peer = address[0] if isinstance(address, tuple) and address else ""
         key = address_key(peer)
-        refusal = services.http.acquire(key, exempt=is_trusted(peer, services.trusted))
+        if self._sweeper is None:
+            interval = max(0.05, self.http_timeout / 4)
+            self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep, interval * 1000)
+            self._sweeper.start()
+        exempt = is_trusted(peer, services.trusted)
+        if services.http.refusal(key, exempt) == "total":
+            self._evict_waiting()
+        refusal = services.http.acquire(key, exempt=exempt)
         if refusal is not None:
             services.refuse(
                 "max_http_connections" if refusal == "total" else "max_http_connections_per_address"
@@ -149,10 +216,15 @@ class Server(tornado.httpserver.HTTPServer):
         if conn is None:
             return delegate
         conn.phase, conn.since = "headers", tornado.ioloop.IOLoop.current().time()
-        return _Watch(delegate, conn)
+        stream = getattr(server_conn, "stream", None)
+        self._waiting[stream] = conn
+        self._waiting.move_to_end(stream)
+        return _Watch(delegate, conn, self._waiting, stream)
 
     def on_close(self, server_conn: object) -> None:
-        conn = self._open.pop(getattr(server_conn, "stream", None), None)  # type: ignore[arg-type]
+        stream = getattr(server_conn, "stream", None)
+        self._waiting.pop(stream, None)
+        conn = self._open.pop(stream, None)  # type: ignore[arg-type]
         if conn is not None:
             self.services.http.release(conn.key)
             waited = tornado.ioloop.IOLoop.current().time() - conn.since

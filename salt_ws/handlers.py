@@ -69,6 +69,8 @@ REFUSALS = (
     "max_unauthenticated_per_address",  # 429
     "max_http_connections",  # connection closed at once (salt_ws.app.Server)
     "max_http_connections_per_address",
+    "max_http_connections_evicted",  # the longest wait for headers closed to make room
+    "http_write_timeout",  # a response not read by the client within http_timeout
     "http_header_timeout",  # headers not complete within http_timeout (or idle keep-alive)
     "http_body_timeout",  # body not complete within http_timeout
     "login_throttled",  # 429: failed logins per address or per username

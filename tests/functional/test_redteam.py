@@ -21,8 +21,8 @@ from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.handlers import CLIENT_READY, WRITE_BATCH_BYTES, WRITE_TIMEOUT
 
-from .harness import GOOD_TOKEN
-from .test_hardening import refusals, until
+from .harness import ALICE, GOOD_TOKEN
+from .test_hardening import closed_after, raw, refusals, stays_open, until
 from .test_security_app import serving
 
 
@@ -169,3 +169,67 @@ async def test_a_busy_default_executor_does_not_delay_admission():
     finally:
         gate.set()
         await blocked
+
+
+# -- red team f1, f2: HTTP connection slots ----------------------------------------------------
+
+
+async def raw_from(site: Any, address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", site.port, local_addr=(address, 0))
+
+
+async def test_when_http_is_full_the_oldest_connection_waiting_for_headers_makes_room():
+    async with serving(max_http_connections=4, max_http_connections_per_address=8) as site:
+        held = []
+        for _ in range(4):
+            reader, writer = await raw_from(site, "127.0.0.2")
+            writer.write(b"GET / HTTP/1.1\r\nHo")  # slowloris
+            held.append((reader, writer))
+            await asyncio.sleep(0.02)
+        await until(lambda: site.services.stats()["open"]["http_connections"] == 4)
+        assert (await site.post_json("/login", ALICE)).code == 200  # was closed at once
+        conn = await site.connect(GOOD_TOKEN)
+        assert conn is not None
+        assert await closed_after(held[0][0], 1.0) < 1.0  # the oldest waiting one went
+        assert refusals(site)["max_http_connections_evicted"] >= 1
+        for _, writer in held:
+            writer.close()
+
+
+async def test_when_http_is_full_of_requests_in_flight_a_newcomer_is_refused():
+    async with serving(max_http_connections=2) as site:
+        held = [await raw(site) for _ in range(2)]
+        for _, writer in held:
+            writer.write(
+                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+        await asyncio.sleep(0.1)
+        reader, writer = await raw(site)
+        assert await closed_after(reader, 1.0) < 0.5
+        assert refusals(site)["max_http_connections"] == 1
+        for r, w in held:
+            assert await stays_open(r, 0.05)
+            w.close()
+        writer.close()
+
+
+async def test_a_response_nobody_reads_is_timed_out():
+    async with serving(http_timeout=0.5) as site:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", site.port))
+        requests = b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+        sent, started = 0, time.monotonic()
+        while time.monotonic() - started < 2.0:  # until the server's send buffer is full
+            try:
+                sent += sock.send(requests[sent % len(requests) :])
+            except BlockingIOError:
+                await asyncio.sleep(0.05)
+            except OSError:
+                break  # closed by the server
+        await until(lambda: refusals(site)["http_write_timeout"] == 1, 4.0)
+        assert site.services.stats()["open"]["http_connections"] == 0
+        sock.close()
