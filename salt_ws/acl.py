@@ -29,9 +29,20 @@ later ``new`` or return naming another function (or a ``new`` with other
 arguments), and any function that does not look like a Salt function name
 (``[A-Za-z0-9_.]+``, at most 256 characters), make the job
 administrator-only for as long as it is remembered (the last 10,000 jobs,
-16 MiB). A ``ret`` is checked with the job's function and the arguments of
-its ``new`` (without a known ``new``, the return's own ``fun_args``); a
-``prog`` event only if the job's function is known, with the job's arguments.
+16 MiB; an entry younger than :data:`JID_WINDOW`, 300 s, is never forgotten:
+when all are that young a new jid is not registered, counted ``full``).
+
+* A ``ret`` is shown only if its **own** function and ``fun_args`` pass and,
+  for a job known from its ``new``, the job's function and arguments pass as
+  well; a return never lends its arguments to other returns, nor does a
+  ``new`` to a return (a ``new`` forged after the real one was forgotten
+  cannot vouch for the real return).
+* A ``prog`` event carries no function of its own: it is checked with the
+  job's function and arguments, and only when these came from a ``new`` whose
+  jid is a Salt jid (``YYYYMMDDhhmmssffffff``, maybe ``_<pid>``; local time,
+  or UTC with the master's ``utc_jid``) made within :data:`JID_WINDOW` of the
+  time the ``new`` came — else (no ``new``, a custom or old jid: counted
+  ``untimely``; a job not registered) it is for administrators only.
 
 **Administrators** — permissions holding the string ``".*"`` (every function on
 every minion) or ``"@events"`` — see the whole bus: every event on
@@ -58,11 +69,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import datetime
 import enum
 import functools
 import json
 import re
-from typing import Any, Final, Iterable, Mapping
+from typing import Any, Container, Final, Iterable, Mapping
 
 __all__ = [
     "ADMIN",
@@ -73,6 +85,8 @@ __all__ = [
     "Permissions",
     "audience_key",
     "is_admin",
+    "jid_time",
+    "normalise_arg",
     "targets_of",
     "valid_fun",
 ]
@@ -92,12 +106,33 @@ NOTICE: Final = _Notice()
 
 MAX_FUN_LENGTH = 256  # characters of a function name
 MAX_JID_LENGTH = 128  # characters of a jid (Salt's own are 20 digits; custom jids are strings)
+MAX_ARG_BYTES = 64 * 1024  # a job's arguments beyond this are not kept (unknown)
+JID_WINDOW = 300.0  # seconds: a new is believed only this close to its jid's time
 _FUN = re.compile(r"[A-Za-z0-9_.]+")
+_JID = re.compile(r"(\d{20})(?:_\d{1,20})?")
 
 
 def valid_fun(fun: Any) -> bool:
     """Does ``fun`` look like a Salt function name (``[A-Za-z0-9_.]+``, <= 256 characters)?"""
     return isinstance(fun, str) and len(fun) <= MAX_FUN_LENGTH and _FUN.fullmatch(fun) is not None
+
+
+def jid_time(jid: Any, utc: bool = False) -> list[float]:
+    """When a Salt jid (``YYYYMMDDhhmmssffffff``, maybe ``_<pid>``) was made, as epoch seconds.
+
+    Local time unless ``utc`` (the master's ``utc_jid``); a local time that a clock change
+    makes ambiguous gives both readings. Empty: not a Salt jid.
+    """
+    match = _JID.fullmatch(jid) if isinstance(jid, str) else None
+    if match is None:
+        return []
+    try:
+        made = datetime.datetime.strptime(match.group(1), "%Y%m%d%H%M%S%f")
+        if utc:
+            return [made.replace(tzinfo=datetime.timezone.utc).timestamp()]
+        return sorted({made.replace(fold=0).timestamp(), made.replace(fold=1).timestamp()})
+    except (OverflowError, OSError, ValueError):
+        return []
 
 
 def is_admin(auth_list: Iterable[Any]) -> bool:
@@ -275,7 +310,9 @@ class Job:
         fun: the job's function (None once administrator-only).
         arg: the arguments of its first ``new`` (str()-normalised, Salt's wire
             format), or None: no ``new`` seen, or too large to keep.
-        from_new: the function came from a ``new`` event (not from a return).
+        from_new: the function came from a ``new`` event (not from a return) whose
+            Salt jid was made within :data:`JID_WINDOW` of when it came: not a forgery
+            made after the real job was forgotten, so ``prog`` events may use it.
         admin_only: conflicting or absurd events were seen for the jid.
     """
 
@@ -294,8 +331,13 @@ class JobEvent:
         jid: the job id from the tag.
         mid: the minion id from the tag (None for ``new``).
         fun: the function the event is checked with.
-        arg: the arguments it is checked with (None: unknown).
+        arg: the arguments it is checked with (None: unknown): a return's own ``fun_args``.
         admin_only: only administrators see it.
+        also: further (function, arguments) pairs that must pass too: for a return of a
+            job known from its ``new``, the job's own.
+        minions: for a ``new``, its ``minions`` already cut to the master's accepted
+            keys (None: not cut; see :meth:`targets_within`).
+        missing: the same for its ``missing``.
     """
 
     kind: str
@@ -304,15 +346,37 @@ class JobEvent:
     fun: str | None
     arg: list[Any] | None
     admin_only: bool = False
+    also: tuple[tuple[str | None, list[Any] | None], ...] = ()
+    minions: tuple[str, ...] | None = None
+    missing: tuple[str, ...] | None = None
+
+    def targets_within(self, data: Any, accepted: Container[str]) -> JobEvent:
+        """For a ``new``: this event with ``data``'s minion lists cut to ``accepted`` ids,
+        once, so that each audience's check costs no more than the accepted minions."""
+        if self.kind != "new" or self.admin_only or not isinstance(data, dict):
+            return self
+        minions, missing = data.get("minions"), data.get("missing", [])
+        if not isinstance(minions, list):
+            return self
+        cut_missing = None
+        if isinstance(missing, list):
+            cut_missing = tuple(m for m in missing if isinstance(m, str) and m in accepted)
+        return dataclasses.replace(
+            self,
+            minions=tuple(m for m in minions if isinstance(m, str) and m in accepted),
+            missing=cut_missing,
+        )
 
 
 _ADMIN_ONLY = Job(None, admin_only=True)
 _ENTRY_BYTES = 200  # rough cost of one entry besides its strings
+_ITEM_BYTES = 56  # rough cost of one kept argument besides its characters (str and pointer)
 
 
-def _normalise_arg(arg: Any, limit: int) -> tuple[list[Any] | None, int]:
-    """``arg`` with every value as ``str()`` (all Salt's check looks at) and its size in bytes;
-    (None, size) when it is not a list, cannot be rendered, or is larger than ``limit``."""
+def normalise_arg(arg: Any, limit: int = MAX_ARG_BYTES) -> tuple[list[Any] | None, int]:
+    """``arg`` with every value as ``str()`` (all Salt's check looks at) and its size in bytes
+    (characters in UTF-8 plus a rough per-value overhead); (None, size) when it is not a
+    list, cannot be rendered, or is larger than ``limit``."""
     split = _split_args(arg)
     if split is None:
         return None, 0
@@ -322,6 +386,7 @@ def _normalise_arg(arg: Any, limit: int) -> tuple[list[Any] | None, int]:
         out: list[Any] = []
         for value in args:
             text = str(value)
+            size += _ITEM_BYTES
             size += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
             out.append(text)
             if size > limit:
@@ -330,7 +395,8 @@ def _normalise_arg(arg: Any, limit: int) -> tuple[list[Any] | None, int]:
             kw: dict[Any, str] = {}
             for key, value in kwargs.items():
                 text = str(value)
-                size += len(str(key)) + len(text.encode("utf-8", "surrogatepass"))
+                size += 2 * _ITEM_BYTES + len(str(key))
+                size += len(text.encode("utf-8", "surrogatepass"))
                 kw[key] = text
                 if size > limit:
                     return None, size
@@ -355,27 +421,43 @@ def _job_tag(tag: Any) -> tuple[str, str, str | None] | None:
 class JobFunctions:
     """jid -> :class:`Job`, bounded; learns from each bus event, in bus order (pure).
 
+    An entry younger than ``jid_window`` is never forgotten: when every entry is
+    that young and the registry is full, a new jid is not registered (counted as
+    ``full``; such a job is unknown, so its ``prog`` events are for
+    administrators only). Forged ``new`` events therefore cannot push a running
+    job out and then speak for it. A ``new`` gives ``prog`` events a function
+    only if its jid is a Salt jid made within ``jid_window`` of ``now``.
+
     Args:
         max_jobs: jobs remembered; the oldest is forgotten first.
         max_arg_bytes: a job's arguments beyond this are not kept (counted as unknown).
         max_bytes: rough bytes of all entries; the oldest are forgotten first beyond it.
+        utc_jid: the master makes jids in UTC (its ``utc_jid`` option), not local time.
+        jid_window: seconds (see above).
     """
 
     def __init__(
         self,
         max_jobs: int = 10_000,
-        max_arg_bytes: int = 64 * 1024,
+        max_arg_bytes: int = MAX_ARG_BYTES,
         max_bytes: int = 16 * 1024 * 1024,
+        utc_jid: bool = False,
+        jid_window: float = JID_WINDOW,
     ) -> None:
         self.max_jobs = max_jobs
         self.max_arg_bytes = max_arg_bytes
         self.max_bytes = max_bytes
-        self._jobs: collections.OrderedDict[str, tuple[Job, int]] = collections.OrderedDict()
+        self.utc_jid = utc_jid
+        self.jid_window = jid_window
+        # jid -> (job, rough bytes, when it was registered)
+        self._jobs: collections.OrderedDict[str, tuple[Job, int, float]] = collections.OrderedDict()
         self.bytes = 0
         self.conflicts = 0  # jobs made administrator-only by a conflicting new or return
         self.refused = 0  # events with an absurd function or jid
         self.args_unknown = 0  # arguments not kept: too large or not a list
         self.evicted = 0
+        self.full = 0  # jids not registered: full of entries younger than jid_window
+        self.untimely = 0  # news whose jid is no Salt jid of about now: no function for prog
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -394,10 +476,26 @@ class JobFunctions:
             "refused": self.refused,
             "args_unknown": self.args_unknown,
             "evicted": self.evicted,
+            "full": self.full,
+            "untimely": self.untimely,
         }
 
-    def learn(self, tag: Any, data: Any) -> JobEvent | None:
-        """Take in one bus event; for a job event, how it is to be judged (else None)."""
+    def timely(self, jid: str, now: float | None) -> bool:
+        """Is ``jid`` a Salt jid made within ``jid_window`` of ``now`` (None: cannot tell)?"""
+        if now is None:
+            return False
+        return any(abs(now - made) <= self.jid_window for made in jid_time(jid, self.utc_jid))
+
+    def learn(self, tag: Any, data: Any, now: float | None = None) -> JobEvent | None:
+        """Take in one bus event; for a job event, how it is to be judged (else None).
+
+        Args:
+            tag: the event's tag.
+            data: its payload.
+            now: the time it came (epoch seconds). Without it no ``new`` can be dated,
+                so none gives ``prog`` events a function, and nothing is protected
+                from eviction.
+        """
         parsed = _job_tag(tag)
         if parsed is None:
             return None
@@ -406,68 +504,83 @@ class JobFunctions:
             self.refused += 1
             return JobEvent(kind, jid, mid, None, None, admin_only=True)
         job = self.get(jid)
-        if kind == "prog":  # its payload's "fun" is the minion's word: only the jid counts
-            if job is None or job.admin_only or job.fun is None:
+        if kind == "prog":  # its payload's "fun" is the minion's word: only a dated new counts
+            if job is None or job.admin_only or job.fun is None or not job.from_new:
                 return JobEvent(kind, jid, mid, None, None, admin_only=True)
             return JobEvent(kind, jid, mid, job.fun, job.arg)
         fun = data.get("fun") if isinstance(data, dict) else None
         if not valid_fun(fun):
             self.refused += 1
-            self._conflict(jid, job)
+            self._conflict(jid, job, now)
             return JobEvent(kind, jid, mid, None, None, admin_only=True)
         if job is not None and (job.admin_only or job.fun != fun):
-            self._conflict(jid, job)
+            self._conflict(jid, job, now)
             return JobEvent(kind, jid, mid, fun, None, admin_only=True)
         if kind == "new":
-            return self._learn_new(jid, fun, data.get("arg"), job)
-        # a return: its own arguments count only while no new is known
+            return self._learn_new(jid, fun, data.get("arg"), job, now)
+        # a return: judged by its own function and arguments, and also by the job's
+        # (those of a dated new); it never sets the arguments other returns are judged with
+        arg = self._normalise(data.get("fun_args"))
         if job is None:
-            self._store(jid, Job(fun), len(fun))
-            arg = self._normalise(data.get("fun_args"))
-        elif job.from_new:
-            arg = job.arg
-        else:
-            arg = self._normalise(data.get("fun_args"))
-        return JobEvent(kind, jid, mid, fun, arg)
+            self._store(jid, Job(fun), len(fun), now)
+            return JobEvent(kind, jid, mid, fun, arg)
+        also = ((job.fun, job.arg),) if job.from_new else ()
+        return JobEvent(kind, jid, mid, fun, arg, also=also)
 
-    def _learn_new(self, jid: str, fun: str, raw_arg: Any, job: Job | None) -> JobEvent:
-        arg, size = _normalise_arg(raw_arg, self.max_arg_bytes)
+    def _learn_new(
+        self, jid: str, fun: str, raw_arg: Any, job: Job | None, now: float | None
+    ) -> JobEvent:
+        arg, size = normalise_arg(raw_arg, self.max_arg_bytes)
         if arg is None:
             self.args_unknown += 1
         if job is None:
-            self._store(jid, Job(fun, arg, from_new=True), len(fun) + size)
+            if self.timely(jid, now):
+                self._store(jid, Job(fun, arg, from_new=True), len(fun) + size, now)
+            else:  # maybe forged for a job forgotten meanwhile: its returns tell their own
+                self.untimely += 1
         elif job.from_new and (arg is None or arg != job.arg):
             # the same jid published twice with other arguments: which returns are whose?
-            self._conflict(jid, job)
+            self._conflict(jid, job, now)
             return JobEvent("new", jid, None, fun, None, admin_only=True)
         # (a job first known from a return keeps unknown arguments: a forged new for it
         # must not lend its returns and progress the arguments of the user's choice)
         return JobEvent("new", jid, None, fun, arg)
 
     def _normalise(self, raw_arg: Any) -> list[Any] | None:
-        arg, _ = _normalise_arg(raw_arg, self.max_arg_bytes)
+        arg, _ = normalise_arg(raw_arg, self.max_arg_bytes)
         if arg is None:
             self.args_unknown += 1
         return arg
 
-    def _conflict(self, jid: str, job: Job | None) -> None:
+    def _conflict(self, jid: str, job: Job | None, now: float | None) -> None:
         if job is not None and job.admin_only:
             return
         if job is not None:
             self.conflicts += 1
-        self._store(jid, _ADMIN_ONLY, 0)
+        self._store(jid, _ADMIN_ONLY, 0, now)
 
-    def _store(self, jid: str, job: Job, size: int) -> None:
+    def _young(self, registered: float, now: float | None) -> bool:
+        return now is not None and now - registered < self.jid_window
+
+    def _store(self, jid: str, job: Job, size: int, now: float | None) -> None:
         cost = _ENTRY_BYTES + len(jid) + size
         old = self._jobs.get(jid)
-        if old is not None:
-            self.bytes -= old[1]
-        self._jobs[jid] = (job, cost)  # an update keeps its place: first seen, first forgotten
-        self.bytes += cost
-        while len(self._jobs) > self.max_jobs or (self.bytes > self.max_bytes and self._jobs):
-            _, (_, dropped) = self._jobs.popitem(last=False)
-            self.bytes -= dropped
+        if old is not None:  # an update keeps its place (and age): first seen, first forgotten
+            self.bytes += cost - old[1]
+            self._jobs[jid] = (job, cost, old[2])
+            return
+        while self._jobs and (
+            len(self._jobs) >= self.max_jobs or self.bytes + cost > self.max_bytes
+        ):
+            oldest = next(iter(self._jobs.values()))
+            if self._young(oldest[2], now):
+                self.full += 1  # fail closed: the job stays unknown
+                return
+            self._jobs.popitem(last=False)
+            self.bytes -= oldest[1]
             self.evicted += 1
+        self._jobs[jid] = (job, cost, now if now is not None else float("-inf"))
+        self.bytes += cost
 
 
 # -- permissions ---------------------------------------------------------------------------------
@@ -580,15 +693,21 @@ class Permissions:
         if job is None or job.admin_only or not isinstance(data, dict):
             return None
         if job.kind != "new":
-            return data if job.mid is not None and self.may(job.fun, job.mid, job.arg) else None
+            mid = job.mid
+            if mid is None or not self.may(job.fun, mid, job.arg):
+                return None
+            return data if all(self.may(fun, mid, arg) for fun, arg in job.also) else None
         minions = data.get("minions")
         if not isinstance(minions, list):
             return None
-        allowed = self.allowed(job.fun, minions, job.arg)
+        allowed = self.allowed(job.fun, minions if job.minions is None else job.minions, job.arg)
         if not allowed:
             return None
         missing = data.get("missing", [])
-        kept = self.allowed(job.fun, missing, job.arg) if isinstance(missing, list) else []
+        if job.missing is not None:
+            kept = self.allowed(job.fun, job.missing, job.arg)
+        else:
+            kept = self.allowed(job.fun, missing, job.arg) if isinstance(missing, list) else []
         if len(allowed) == len(minions) and isinstance(missing, list) and len(kept) == len(missing):
             return data
         listed = set(allowed)

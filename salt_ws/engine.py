@@ -155,7 +155,8 @@ class Engine:
         self._link_down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.audiences: dict[str, Permissions] = {}
-        self.job_funs = JobFunctions()  # jid -> function and arguments, for the ACL
+        # jid -> function and arguments, for the ACL (jids dated as the master makes them)
+        self.job_funs = JobFunctions(utc_jid=bool(self.opts.get("utc_jid", False)))
         self.grains = GrainsQueue()
         # grains reads and admission's target resolution each on a thread of their own,
         # not queued behind the default executor's fleet work (reseed, presence, keys)
@@ -177,7 +178,9 @@ class Engine:
                     self._spawn(self._reseed())  # the view may have missed changes
                 continue
             tag, data = item
-            job = self.job_funs.learn(tag, data)
+            job = self.job_funs.learn(tag, data, now)
+            if job is not None and job.kind == "new" and not self.syndics:
+                job = job.targets_within(data, view.accepted)  # once, not per audience
             events.append((tag, data, wire.encode_event(tag, data, self.master_id), job))
             try:
                 update.merge(view.apply(tag, data, now))
@@ -550,6 +553,7 @@ class Engine:
             "syndics": self.view.syndic_ids,
             "view_refused": self.view.refused,  # the formatted view's refusals, by reason
             "jobs_bytes": self.view.jobs_bytes,
+            "jobs_kept_bytes": self.view.kept_bytes,  # arguments and functions besides
             "acl_jobs": self.job_funs.stats(),
             "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
             "limits": self.services.stats() if self.services is not None else {},

@@ -55,14 +55,22 @@ master's own state, which the engine hands it:
   with another function (it is kept, for administrators: both sources are
   equally forgeable, so neither is believed over the other). A job whose
   function is not shaped like one (``acl.valid_fun``) is administrator-only.
-  Each minion's entry keeps the function of that minion's own return
-  (internally; the wire entry is unchanged) and is shown to an audience only
-  if that function is permitted for it on that minion, with the job's
-  ``arg`` when it is the job's function (else ``arg=None``, under which
-  argument-restricted permissions grant nothing).
+  A return naming another function than the job's (from its ``new`` or its
+  first return) makes the job administrator-only too: its own fields
+  (``fun``, ``user``, times) would otherwise be shown through a forged
+  return. Each minion's entry keeps the function (only if ``acl.valid_fun``)
+  and the arguments (``acl.normalise_arg``: ``str()`` values, at most 64 KiB)
+  of that minion's own return (internally; the wire entry is unchanged). An
+  audience sees a returned entry only if that return's own function and
+  arguments pass ``may(fun, mid, arg)`` and, for a job known from its ``new``,
+  the job's function with the job's arguments pass too; an entry without a
+  return is judged by the job's. A return never sets the arguments other
+  returns are judged with.
 * **Bounds.** The minions table holds at most ``max_minions`` ids (local and
   behind syndics); the jobs table at most ``max_jobs`` jobs and
-  ``max_jobs_bytes`` bytes of its encoding (oldest dropped first). One
+  ``max_jobs_bytes`` bytes of its encoding plus what jobs keep besides it
+  (arguments, returns' functions: :attr:`FormattedView.kept_bytes`, in
+  ``ws.status`` as ``jobs_kept_bytes``; oldest dropped first). One
   minion's return whose encoded entry is larger than an eighth of
   ``max_jobs_bytes`` is replaced by a marker string naming its size
   (``"<return of N bytes not kept: ...>"``; the raw event on ``/all_events``
@@ -76,13 +84,16 @@ Everything refused is counted by reason in :attr:`FormattedView.refused`
 job), ``fun_conflict`` (jobs made administrator-only by a conflicting
 ``new`` or return), ``jobs_bytes`` (jobs dropped for ``max_jobs_bytes``),
 ``return_too_large`` and ``field_too_large`` (values replaced by a marker),
-``invalid_jid``.
+``invalid_jid``, ``invalid_fun`` (a job's function not shaped like one, shown
+as :data:`INVALID_FUN`).
 
 Encoding is incremental: each minion and each job-minion entry keeps its
 JSON fragment (a job's entries are encoded when they change, which is also
 how the jobs table's size in bytes is kept without re-encoding it), so an
 event re-encodes only what it changed and a table is rendered by joining
-cached fragments; a new client gets the cached strings.
+cached fragments; a new client gets the cached strings. Each audience's view
+of each job is cached too (until that job changes or the audience is
+forgotten), so an event re-filters only the job it changed.
 """
 
 from __future__ import annotations
@@ -94,7 +105,7 @@ import json
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from salt_ws import events as ev
-from salt_ws.acl import MAX_JID_LENGTH, valid_fun
+from salt_ws.acl import MAX_JID_LENGTH, normalise_arg, valid_fun
 from salt_ws.wire import encode, stamp
 
 __all__ = [
@@ -184,6 +195,7 @@ REFUSALS = (
     "return_too_large",
     "field_too_large",
     "invalid_jid",
+    "invalid_fun",
 )
 
 _PENDING = {"return": None, "retcode": None, "success": None}
@@ -198,6 +210,7 @@ MAX_KEY_HINTS = 1024  # ids waiting for a key re-read to tell whether they may e
 KEYS_INTERVAL = 1.0  # seconds between two key re-reads asked for by events
 KEYS_TIMEOUT = 30.0  # a key re-read unanswered this long is taken as lost
 _JOB_MINIONS = ',"minions":{'
+INVALID_FUN = "<not a function name>"  # shown for a job's function that is not shaped like one
 
 
 def _nbytes(text: str) -> int:
@@ -220,6 +233,9 @@ class _Job:
     __slots__ = (
         "admin_only",
         "arg",
+        "arg_bytes",
+        "args",
+        "counted",
         "end_time",
         "entry_bytes",
         "from_new",
@@ -276,6 +292,11 @@ class _Job:
         self.minion_fragments: dict[str, tuple[str, int]] = {}
         self.entry_bytes = 0  # sum of the fragments' sizes
         self.funs: dict[str, str | None] = {}  # the function of each minion's own return
+        # the arguments of each minion's own return (normalised, bounded; None: unknown),
+        # with their size in bytes (0 when they are the job's own, shared)
+        self.args: dict[str, tuple[Any, int]] = {}
+        self.arg_bytes = 0  # bytes of arg (kept outside the encoding)
+        self.counted = 0  # what the view last counted of kept(), see FormattedView._touch_job
         self.via: dict[str, str] = {}  # minion -> the syndic that announced it for this job
         self.head = ""
         self.size = 0  # bytes of '"<jid>":{...}' in the encoded table
@@ -348,16 +369,34 @@ class _Job:
         del self.minions[mid]
         self.entry_bytes -= self.minion_fragments.pop(mid)[1]
         self.funs.pop(mid, None)
+        self.args.pop(mid, None)
         return True
+
+    def kept(self) -> int:
+        """Bytes kept besides the encoding: arguments and the functions of returns."""
+        own = sum(size for _, size in self.args.values())
+        return self.arg_bytes + own + sum(len(fun) for fun in self.funs.values() if fun)
 
     def finish(self, stamp: str | None) -> None:
         self.state = JobState.COMPLETE
         self.end_time = stamp
         self.success = all(m.get("success") is True for m in self.minions.values())
 
-    def fun_of(self, mid: str) -> str | None:
-        """The function ``mid`` ran for this job (its return's; the job's until it returns)."""
-        return self.funs[mid] if mid in self.funs else self.fun
+    def set_arg(self, raw: Any) -> None:
+        """The job's arguments, from its ``new`` (normalised and bounded as the ACL's)."""
+        self.arg, size = normalise_arg(raw)
+        self.arg_bytes = size if self.arg is not None else 0
+
+    def may(self, audience: Audience, mid: str) -> bool:
+        """May ``audience`` see ``mid``'s entry? A return is judged by its own function and
+        arguments and, for a job known from its ``new``, by the job's as well; an entry
+        without a return by the job's."""
+        if mid in self.funs:
+            fun = self.funs[mid]
+            if fun is None or not audience.may(fun, mid, arg=self.args[mid][0]):
+                return False
+            return not self.from_new or audience.may(self.fun, mid, arg=self.arg)
+        return audience.may(self.fun, mid, arg=self.arg)
 
     def render(self, only: set[str] | None = None) -> str:
         """The job's JSON (``only``: just these minions' entries).
@@ -419,6 +458,8 @@ class FormattedView:
         self._jobs: dict[str, _Job] = {}
         self._jobs_size = 0  # sum of the jobs' sizes in bytes
         self._job_fragments: dict[str, str] = {}
+        self._audience_jobs: dict[str, dict[str, str]] = {}  # audience -> jid -> fragment
+        self._kept = 0  # bytes jobs keep besides their encoding (arguments, functions)
         # encoded tables: key None is the full view, other keys one audience's
         self._minions_messages: dict[str | None, str] = {}
         self._jobs_messages: dict[str | None, str] = {}
@@ -445,6 +486,17 @@ class FormattedView:
     def jobs_bytes(self) -> int:
         """Bytes of the encoded jobs table (its entries, without the message's wrapper)."""
         return self._jobs_size + max(0, len(self._jobs) - 1)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes the jobs keep besides the table's encoding (arguments, returns' functions);
+        with :attr:`jobs_bytes`, bounded by ``max_jobs_bytes``."""
+        return self._kept
+
+    @property
+    def accepted(self) -> frozenset[str]:
+        """The master's accepted minion keys, as the view knows them."""
+        return self._accepted
 
     @property
     def refused(self) -> dict[str, int]:
@@ -477,42 +529,50 @@ class FormattedView:
         An audience sees the jobs that are not administrator-only, with the
         entries of the minions whose own function it may run there (none: the
         job is not shown).
+
+        Each job's fragment for an audience is cached until that job changes (or
+        :meth:`forget_audience`), so an event re-filters only the job it changed.
         """
         key = None if audience is None or audience.admin else audience.key
         message = self._jobs_messages.get(key)
         if message is None:
-            frags = self._job_fragments
             parts = []
-            for jid, job in self._jobs.items():
-                if key is not None:
-                    if job.admin_only:
-                        continue
-                    allowed = self._allowed(job, audience)  # type: ignore[arg-type]
-                    if not allowed:
-                        continue
-                    if len(allowed) < len(job.minions):
-                        parts.append(job.jid_json + ":" + job.render(allowed))
-                        continue
-                frag = frags.get(jid)
-                if frag is None:
-                    frag = frags[jid] = job.jid_json + ":" + job.render()
-                parts.append(frag)
+            if key is None:
+                for job in self._jobs.values():
+                    parts.append(self._fragment(job))
+            else:
+                cache = self._audience_jobs.setdefault(key, {})
+                for jid, job in self._jobs.items():
+                    frag = cache.get(jid)
+                    if frag is None:
+                        frag = cache[jid] = self._audience_fragment(job, audience)  # type: ignore[arg-type]
+                    if frag:
+                        parts.append(frag)
             message = self._jobs_messages[key] = _join('{"jobs":{', parts, self._suffix)
         return message
 
-    @staticmethod
-    def _allowed(job: _Job, audience: Audience) -> set[str]:
-        allowed = set()
-        for mid in job.minions:
-            fun = job.fun_of(mid)
-            if audience.may(fun, mid, arg=job.arg if fun == job.fun else None):
-                allowed.add(mid)
-        return allowed
+    def _fragment(self, job: _Job) -> str:
+        frag = self._job_fragments.get(job.jid)
+        if frag is None:
+            frag = self._job_fragments[job.jid] = job.jid_json + ":" + job.render()
+        return frag
+
+    def _audience_fragment(self, job: _Job, audience: Audience) -> str:
+        """The job as ``audience`` sees it ("" : not at all)."""
+        if job.admin_only:
+            return ""
+        allowed = {mid for mid in job.minions if job.may(audience, mid)}
+        if not allowed:
+            return ""
+        if len(allowed) < len(job.minions):
+            return job.jid_json + ":" + job.render(allowed)
+        return self._fragment(job)
 
     def forget_audience(self, key: str) -> None:
         """Drop an audience's cached tables (its permissions were re-resolved)."""
         self._minions_messages.pop(key, None)
         self._jobs_messages.pop(key, None)
+        self._audience_jobs.pop(key, None)
 
     def snapshot(self, audience: Audience | None = None) -> list[str]:
         """What a new client receives first: the minions message, then the jobs message."""
@@ -777,6 +837,15 @@ class FormattedView:
             self._keys_wanted = True
         return found
 
+    def _fun_text(self, fun: Any) -> str:
+        """A job's function as kept: ``""`` when unknown, a marker when not shaped like one."""
+        if not fun:
+            return ""
+        if valid_fun(fun):
+            return fun
+        self._refuse("field_too_large" if len(fun) > MAX_FIELD else "invalid_fun")
+        return INVALID_FUN
+
     def _clip(self, value: Any) -> Any:
         if isinstance(value, str) and len(value) > MAX_FIELD:
             self._refuse("field_too_large")
@@ -953,9 +1022,11 @@ class FormattedView:
         """Does a (further) ``new`` agree with what the job already is? If its function
         was unknown, it is now; if it disagrees, the job becomes administrator-only."""
         if not job.fun and not job.from_new:  # known only from returns without a function
-            job.fun = self._clip(event.fun)
-            job.admin_only |= not valid_fun(job.fun)
-        if event.fun == job.fun and not (compare_arg and job.from_new and event.arg != job.arg):
+            job.fun = self._fun_text(event.fun)
+            job.admin_only |= not valid_fun(event.fun)
+        if event.fun == job.fun and not (
+            compare_arg and job.from_new and normalise_arg(event.arg)[0] != job.arg
+        ):
             return True
         if not job.admin_only:
             job.admin_only = True
@@ -975,20 +1046,28 @@ class FormattedView:
 
     def _touch_job(self, job: _Job) -> None:
         self._jobs_size += job.refresh()
-        self._job_fragments.pop(job.jid, None)
+        kept = job.kept()
+        self._kept += kept - job.counted
+        job.counted = kept
+        self._forget_fragments(job.jid)
+
+    def _forget_fragments(self, jid: str) -> None:
+        self._job_fragments.pop(jid, None)
+        for cache in self._audience_jobs.values():
+            cache.pop(jid, None)
         self._jobs_messages.clear()
 
     def _drop_job(self, jid: str) -> None:
         job = self._jobs.pop(jid, None)
         if job is not None:
             self._jobs_size -= job.size
-        self._job_fragments.pop(jid, None)
-        self._jobs_messages.clear()
+            self._kept -= job.counted
+        self._forget_fragments(jid)
 
     def _bound_jobs(self) -> bool:
-        """Drop the oldest jobs while the table is over ``max_jobs_bytes``."""
+        """Drop the oldest jobs while the table (with what jobs keep) is over ``max_jobs_bytes``."""
         dropped = False
-        while self._jobs and self.jobs_bytes > self.limits.max_jobs_bytes:
+        while self._jobs and self.jobs_bytes + self._kept > self.limits.max_jobs_bytes:
             self._drop_job(next(iter(self._jobs)))
             self._refuse("jobs_bytes")
             dropped = True
@@ -1024,7 +1103,7 @@ class FormattedView:
             return None
         job = _Job(
             jid,
-            self._clip(fun or ""),
+            self._fun_text(fun),
             self._tgt_json(tgt),
             self._clip(tgt_type or "glob"),
             self._clip(start),
@@ -1040,8 +1119,9 @@ class FormattedView:
         )
         if job is None:
             return None
-        job.admin_only = not valid_fun(job.fun)
-        job.from_new, job.arg = True, event.arg
+        job.admin_only = not valid_fun(event.fun)
+        job.from_new = True
+        job.set_arg(event.arg)
         job.settle_at = now + self.limits.syndic_wait  # syndics may still announce minions
         self._insert_job(job)
         return job
@@ -1051,10 +1131,16 @@ class FormattedView:
         return max(1, self.limits.max_jobs_bytes // 8)
 
     def _set_entry(
-        self, job: _Job, mid: str, entry: dict[str, Any], returned: bool = False, fun: Any = None
+        self,
+        job: _Job,
+        mid: str,
+        entry: dict[str, Any],
+        returned: bool = False,
+        fun: Any = None,
+        fun_args: Any = None,
     ) -> None:
-        """Set a minion's entry (``returned``: from its return, which ran ``fun``); a return
-        too large for its share is replaced by a marker."""
+        """Set a minion's entry (``returned``: from its return, which ran ``fun`` with
+        ``fun_args``); a return too large for its share is replaced by a marker."""
         fragment = encode(mid) + ":" + encode(entry)
         size = _nbytes(fragment)
         if size > self._share() and entry.get("return") is not None:
@@ -1067,7 +1153,12 @@ class FormattedView:
             fragment = encode(mid) + ":" + encode(entry)
         job.put(mid, entry, fragment)
         if returned:
-            job.funs[mid] = fun
+            job.funs[mid] = fun if valid_fun(fun) else None  # (nothing else is kept)
+            arg, size = normalise_arg(fun_args)
+            if arg is not None and arg == job.arg:
+                job.args[mid] = (job.arg, 0)  # the job's own: shared
+            else:
+                job.args[mid] = (arg, size if arg is not None else 0)
 
     def _job_new(self, event: ev.JobNew, now: float) -> Update:
         expected = self._targets(event.minions, local=True)
@@ -1083,7 +1174,8 @@ class FormattedView:
             job.tgt_type = self._clip(event.tgt_type)
             job.start_time = self._clip(event.stamp) or job.start_time
             job.user = self._clip(event.user)
-            job.from_new, job.arg = True, event.arg
+            job.from_new = True
+            job.set_arg(event.arg)
         job.expect(self._within_job(job, expected))
         self._touch_job(job)
         self._settle(job, now)  # targeted nobody: complete (after syndic_wait)
@@ -1107,21 +1199,21 @@ class FormattedView:
             )
             if job is None:
                 return Update()
-            job.arg = event.fun_args
-            self._insert_job(job)
-        elif not job.from_new and event.fun and event.fun != job.fun:
-            if not job.fun:  # the first return that names the function
-                job.fun = self._clip(event.fun)
-                job.arg = event.fun_args
-                job.admin_only |= not valid_fun(job.fun)
-            elif not job.admin_only:  # returns disagree, and no new to tell: admins only
+            self._insert_job(job)  # (its arguments stay unknown: a return's are its own)
+        elif event.fun and event.fun != job.fun:
+            if not job.fun and not job.from_new:  # the first return that names the function
+                job.fun = self._fun_text(event.fun)
+                job.admin_only |= not valid_fun(event.fun)
+            elif not job.admin_only:
+                # returns disagree with each other or with the new: which is the job?
                 job.admin_only = True
                 self._refuse("fun_conflict")
+                self._touch_job(job)
         if mid not in job.minions and not self._within_job(job, [mid]):
             return Update()
         job.pending.discard(mid)
         entry = {"return": event.ret, "retcode": event.retcode, "success": event.success}
-        self._set_entry(job, mid, entry, returned=True, fun=event.fun)
+        self._set_entry(job, mid, entry, returned=True, fun=event.fun, fun_args=event.fun_args)
         job.last_stamp = event.stamp or job.last_stamp
         sid = job.via.get(mid)
         if sid is not None and mid not in self._sources[LOCAL]:

@@ -8,6 +8,7 @@ over a throwaway pki dir; the rest are tables.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import pathlib
@@ -31,6 +32,7 @@ from salt_ws.acl import (
 )
 
 WEB = {"web-*": {"web-1"}}
+T0 = datetime.datetime(2024, 1, 1, 12, 0, 0).timestamp()  # local time, as Salt dates jids
 
 # -- is_admin / audience_key / targets_of -------------------------------------------------------
 
@@ -436,8 +438,8 @@ SCOPED = Permissions(
 
 
 def new(fun: Any, minions: Any, **extra: Any) -> dict[str, Any]:
-    return {"jid": "1", "fun": fun, "arg": [], "tgt": "*", "tgt_type": "glob", "minions": minions,
-            **extra}  # fmt: skip
+    return {"jid": "20240101120000000001", "fun": fun, "arg": [], "tgt": "*",
+            "tgt_type": "glob", "minions": minions, **extra}  # fmt: skip
 
 
 def ret(fun: Any, mid: str = "web-1", **extra: Any) -> dict[str, Any]:
@@ -446,8 +448,8 @@ def ret(fun: Any, mid: str = "web-1", **extra: Any) -> dict[str, Any]:
 
 # job 1 is test.ping, job 2 cmd.run: what the engine saw before each case below
 PRELUDE = [
-    ("salt/job/1/new", new("test.ping", ["web-1", "web-2", "db-1"])),
-    ("salt/job/2/new", new("cmd.run", ["web-1", "db-1"])),
+    ("salt/job/20240101120000000001/new", new("test.ping", ["web-1", "web-2", "db-1"])),
+    ("salt/job/20240101120000000002/new", new("cmd.run", ["web-1", "db-1"])),
 ]
 
 
@@ -455,8 +457,8 @@ def judge(events: list[tuple[str, Any]], perms: Permissions = SCOPED, prelude=PR
     """What ``perms`` is shown of each event, fed to one registry after ``prelude``."""
     jobs = JobFunctions()
     for tag, data in prelude:
-        jobs.learn(tag, data)
-    return [perms.filter_event(data, jobs.learn(tag, data)) for tag, data in events]
+        jobs.learn(tag, data, T0)
+    return [perms.filter_event(data, jobs.learn(tag, data, T0)) for tag, data in events]
 
 
 def shown(tag: str, data: Any, perms: Permissions = SCOPED, prelude=PRELUDE) -> Any:
@@ -466,7 +468,10 @@ def shown(tag: str, data: Any, perms: Permissions = SCOPED, prelude=PRELUDE) -> 
 @pytest.mark.parametrize(
     ("tag", "data"),
     [
-        ("salt/job/1/new", new("cmd.run", ["db-9"])),  # conflicting: still shown to admins
+        (
+            "salt/job/20240101120000000001/new",
+            new("cmd.run", ["db-9"]),
+        ),  # conflicting: still shown to admins
         ("salt/auth", {"act": "accept", "id": "web-1"}),
         ("salt/key", {"act": "delete", "id": "web-1", "result": True}),
         ("salt/presence/present", {"present": ["web-1"]}),
@@ -476,7 +481,7 @@ def shown(tag: str, data: Any, perms: Permissions = SCOPED, prelude=PRELUDE) -> 
         ("salt/wheel/3/new", {"fun": "wheel.key.list_all"}),
         ("custom/tag", {"x": 1}),
         ("salt_ws/bus/lost", {"missed": True}),
-        ("salt/job/3/prog/web-1/0", {}),
+        ("salt/job/20240101120000000003/prog/web-1/0", {}),
         ("salt_ws/", NOTICE),
     ],
 )
@@ -512,15 +517,15 @@ def test_the_engines_own_notices_reach_everyone(perms):
         ("20260101000000000000", {"minions": ["web-1"]}),  # the bare-jid event
         ("salt/job", {"fun": "test.ping"}),
         ("salt/job/1", {"fun": "test.ping"}),
-        ("salt/job/1/ret", {"fun": "test.ping"}),  # no minion id
-        ("salt/job/1/ret/", {"fun": "test.ping"}),  # an empty one
-        ("salt/job/1/ret/web-1/x", {"fun": "test.ping"}),
-        ("salt/job/1/publish", {"fun": "test.ping", "tgt": "*"}),
-        ("salt/job/1/new/web-1", {"fun": "test.ping", "minions": ["web-1"]}),
-        ("salt/job/1/other/web-1", {"fun": "test.ping"}),
+        ("salt/job/20240101120000000001/ret", {"fun": "test.ping"}),  # no minion id
+        ("salt/job/20240101120000000001/ret/", {"fun": "test.ping"}),  # an empty one
+        ("salt/job/20240101120000000001/ret/web-1/x", {"fun": "test.ping"}),
+        ("salt/job/20240101120000000001/publish", {"fun": "test.ping", "tgt": "*"}),
+        ("salt/job/20240101120000000001/new/web-1", {"fun": "test.ping", "minions": ["web-1"]}),
+        ("salt/job/20240101120000000001/other/web-1", {"fun": "test.ping"}),
         ("salt/jobs/1/ret/web-1", {"fun": "test.ping"}),
         ("Salt/job/1/ret/web-1", {"fun": "test.ping"}),
-        ("syndic/s1/salt/job/1/ret/web-1", {"fun": "test.ping"}),
+        ("syndic/s1/salt/job/20240101120000000001/ret/web-1", {"fun": "test.ping"}),
         (f"salt/job/{'9' * 129}/ret/web-1", ret("test.ping")),  # absurd jid
     ],
 )
@@ -531,7 +536,7 @@ def test_a_scoped_user_sees_no_other_events(tag, data):
 
 def test_a_new_event_with_every_minion_allowed_is_the_same_object():
     data = new("test.ping", ["web-1", "web-2"], missing=[])
-    assert shown("salt/job/7/new", data, prelude=[]) is data
+    assert shown("salt/job/20240101120000000007/new", data, prelude=[]) is data
 
 
 @pytest.mark.parametrize(
@@ -550,7 +555,7 @@ def test_a_new_event_with_every_minion_allowed_is_the_same_object():
 )
 def test_a_partly_allowed_new_event_is_a_cut_down_copy(data, minions, missing):
     original = {**data, "minions": list(data["minions"])}
-    cut = shown("salt/job/7/new", data, prelude=[])
+    cut = shown("salt/job/20240101120000000007/new", data, prelude=[])
     assert cut is not data
     assert cut["minions"] == minions
     if missing is None:
@@ -569,7 +574,10 @@ def test_a_partly_allowed_new_event_is_a_cut_down_copy(data, minions, missing):
 
 def test_a_global_user_keeps_the_missing_minions_they_may_target():
     data = new("test.ping", ["web-1", "db-1"], missing=["web-9"])
-    assert shown("salt/job/7/new", data, Permissions(["test.*"]), prelude=[]) is data
+    assert (
+        shown("salt/job/20240101120000000007/new", data, Permissions(["test.*"]), prelude=[])
+        is data
+    )
 
 
 @pytest.mark.parametrize(
@@ -591,28 +599,32 @@ def test_a_global_user_keeps_the_missing_minions_they_may_target():
     ],
 )
 def test_a_new_event_with_no_allowed_minion_is_dropped(data):
-    assert shown("salt/job/7/new", data, prelude=[]) is None
+    assert shown("salt/job/20240101120000000007/new", data, prelude=[]) is None
 
 
 @pytest.mark.parametrize(
     ("tag", "data", "visible"),
     [
-        ("salt/job/1/ret/web-1", ret("test.ping"), True),
-        ("salt/job/1/ret/db-1", ret("test.ping"), False),
-        ("salt/job/2/ret/db-1", ret("cmd.run"), True),
-        ("salt/job/2/ret/web-1", ret("cmd.run"), False),
-        ("salt/job/1/ret/web-1", {"return": True}, False),  # no fun: not provably allowed
-        ("salt/job/1/ret/web-1", ret(5), False),
+        ("salt/job/20240101120000000001/ret/web-1", ret("test.ping"), True),
+        ("salt/job/20240101120000000001/ret/db-1", ret("test.ping"), False),
+        ("salt/job/20240101120000000002/ret/db-1", ret("cmd.run"), True),
+        ("salt/job/20240101120000000002/ret/web-1", ret("cmd.run"), False),
+        (
+            "salt/job/20240101120000000001/ret/web-1",
+            {"return": True},
+            False,
+        ),  # no fun: not provably allowed
+        ("salt/job/20240101120000000001/ret/web-1", ret(5), False),
         # the tag, not the payload, names the minion
-        ("salt/job/1/ret/db-1", ret("test.ping", id="web-1"), False),
-        ("salt/job/1/ret/web-1", ret("test.ping", id="db-1"), True),
+        ("salt/job/20240101120000000001/ret/db-1", ret("test.ping", id="web-1"), False),
+        ("salt/job/20240101120000000001/ret/web-1", ret("test.ping", id="db-1"), True),
         # a return naming another function than the job's (finding 2)
-        ("salt/job/2/ret/web-1", ret("test.ping"), False),
-        ("salt/job/1/ret/web-1", ret("test.version"), False),
+        ("salt/job/20240101120000000002/ret/web-1", ret("test.ping"), False),
+        ("salt/job/20240101120000000001/ret/web-1", ret("test.version"), False),
         # a job known only from this return: its own function
-        ("salt/job/7/ret/web-1", ret("test.ping"), True),
-        ("salt/job/7/ret/web-1", ret("cmd.run"), False),
-        ("salt/job/7/ret/db-1", ret("cmd.run"), True),
+        ("salt/job/20240101120000000007/ret/web-1", ret("test.ping"), True),
+        ("salt/job/20240101120000000007/ret/web-1", ret("cmd.run"), False),
+        ("salt/job/20240101120000000007/ret/db-1", ret("cmd.run"), True),
     ],
 )
 def test_ret_events_are_shown_by_the_jobs_function_and_the_minion(tag, data, visible):
@@ -622,12 +634,15 @@ def test_ret_events_are_shown_by_the_jobs_function_and_the_minion(tag, data, vis
 @pytest.mark.parametrize(
     ("tag", "visible"),
     [
-        ("salt/job/1/prog/web-1/0", True),  # job 1 is test.ping
-        ("salt/job/1/prog/db-1/0", False),
-        ("salt/job/2/prog/db-1/3", True),  # job 2 is cmd.run
-        ("salt/job/2/prog/web-1/3", False),
-        ("salt/job/3/prog/web-1/0", False),  # unknown job: its function is unknown
-        ("salt/job/1/prog/web-1", True),
+        ("salt/job/20240101120000000001/prog/web-1/0", True),  # job 1 is test.ping
+        ("salt/job/20240101120000000001/prog/db-1/0", False),
+        ("salt/job/20240101120000000002/prog/db-1/3", True),  # job 2 is cmd.run
+        ("salt/job/20240101120000000002/prog/web-1/3", False),
+        (
+            "salt/job/20240101120000000003/prog/web-1/0",
+            False,
+        ),  # unknown job: its function is unknown
+        ("salt/job/20240101120000000001/prog/web-1", True),
     ],
 )
 def test_prog_events_use_the_function_of_their_job(tag, visible):
@@ -637,7 +652,12 @@ def test_prog_events_use_the_function_of_their_job(tag, visible):
 
 @pytest.mark.parametrize("data", [None, "text", ["web-1"], 5, b"{}"])
 @pytest.mark.parametrize(
-    "tag", ["salt/job/1/new", "salt/job/1/ret/web-1", "salt/job/1/prog/web-1/0"]
+    "tag",
+    [
+        "salt/job/20240101120000000001/new",
+        "salt/job/20240101120000000001/ret/web-1",
+        "salt/job/20240101120000000001/prog/web-1/0",
+    ],
 )
 def test_malformed_job_payloads_are_dropped(tag, data):
     assert shown(tag, data) is None
@@ -645,15 +665,20 @@ def test_malformed_job_payloads_are_dropped(tag, data):
 
 # -- finding 2: a job's function cannot be rewritten ---------------------------------------------
 
-CMD_JOB = ("salt/job/5/new", new("cmd.run", ["web-1", "db-1"]))
-FORGED_NEW = ("salt/job/5/new", new("test.ping", ["web-1"]))
-PROG = ("salt/job/5/prog/web-1/0", {"data": {"ret": {"secret": 1}}})
+CMD_JOB = ("salt/job/20240101120000000005/new", new("cmd.run", ["web-1", "db-1"]))
+FORGED_NEW = ("salt/job/20240101120000000005/new", new("test.ping", ["web-1"]))
+PROG = ("salt/job/20240101120000000005/prog/web-1/0", {"data": {"ret": {"secret": 1}}})
 ADMIN_PERMS = Permissions([".*"])
 
 
 def test_a_forged_second_new_makes_the_job_administrator_only():
-    events = [CMD_JOB, FORGED_NEW, PROG, ("salt/job/5/ret/web-1", ret("test.ping"))]
-    events += [("salt/job/5/ret/db-1", ret("cmd.run")), CMD_JOB]
+    events = [
+        CMD_JOB,
+        FORGED_NEW,
+        PROG,
+        ("salt/job/20240101120000000005/ret/web-1", ret("test.ping")),
+    ]
+    events += [("salt/job/20240101120000000005/ret/db-1", ret("cmd.run")), CMD_JOB]
     pinger = Permissions(["test.*"])
     assert judge(events, pinger, prelude=[]) == [None] * len(events)
     # db-1's cmd.run return was visible to SCOPED before the conflict, not after
@@ -664,43 +689,52 @@ def test_a_forged_second_new_makes_the_job_administrator_only():
 
 def test_the_first_function_stays_whatever_comes_later():
     jobs = JobFunctions()
-    jobs.learn(*CMD_JOB)
-    jobs.learn(*FORGED_NEW)
+    jobs.learn(*CMD_JOB, T0)
+    jobs.learn(*FORGED_NEW, T0)
     jobs.learn(*CMD_JOB)  # the real function again: still administrator-only
-    assert jobs.get("5") == Job(None, admin_only=True)
+    assert jobs.get("20240101120000000005") == Job(None, admin_only=True)
     assert jobs.stats()["conflicts"] == 1
 
 
 def test_a_repeated_new_with_the_same_function_and_arguments_is_no_conflict():
     jobs = JobFunctions()
-    assert jobs.learn(*CMD_JOB) == jobs.learn(*CMD_JOB)
-    assert jobs.get("5") == Job("cmd.run", [], from_new=True)
+    assert jobs.learn(*CMD_JOB, T0) == jobs.learn(*CMD_JOB, T0)
+    assert jobs.get("20240101120000000005") == Job("cmd.run", [], from_new=True)
 
 
 def test_a_new_reusing_a_jid_with_other_arguments_is_a_conflict():
     jobs = JobFunctions()
-    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["uptime"]))
-    event = jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"]))
+    jobs.learn("salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=["uptime"]), T0)
+    event = jobs.learn(
+        "salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"]), T0
+    )
     assert event is not None and event.admin_only
-    assert jobs.get("5") == Job(None, admin_only=True)
+    assert jobs.get("20240101120000000005") == Job(None, admin_only=True)
 
 
 def test_a_forged_ret_naming_an_allowed_function_for_a_cmd_run_job_is_hidden():
     pinger = Permissions(["test.*"])
-    assert judge([CMD_JOB, ("salt/job/5/ret/web-1", ret("test.ping"))], pinger, []) == [None] * 2
+    assert (
+        judge([CMD_JOB, ("salt/job/20240101120000000005/ret/web-1", ret("test.ping"))], pinger, [])
+        == [None] * 2
+    )
 
 
 def test_a_job_learned_from_its_first_return_checks_later_ones_against_it():
     events = [
-        ("salt/job/6/ret/web-1", ret("test.ping")),
-        ("salt/job/6/prog/web-1/0", {}),
-        ("salt/job/6/ret/web-2", ret("test.version")),  # another function: conflict
-        ("salt/job/6/ret/web-1", ret("test.ping")),
-        ("salt/job/6/prog/web-1/1", {}),
-        ("salt/job/6/new", new("test.ping", ["web-1"])),
+        ("salt/job/20240101120000000006/ret/web-1", ret("test.ping")),
+        ("salt/job/20240101120000000006/prog/web-1/0", {}),
+        (
+            "salt/job/20240101120000000006/ret/web-2",
+            ret("test.version"),
+        ),  # another function: conflict
+        ("salt/job/20240101120000000006/ret/web-1", ret("test.ping")),
+        ("salt/job/20240101120000000006/prog/web-1/1", {}),
+        ("salt/job/20240101120000000006/new", new("test.ping", ["web-1"])),
     ]
     seen = judge(events, prelude=[])
-    assert seen[:2] == [events[0][1], events[1][1]]
+    assert seen[0] == events[0][1]
+    assert seen[1] is None  # prog: a function only from a dated new (red team a3)
     assert seen[2:] == [None] * 4
 
 
@@ -708,10 +742,13 @@ def test_a_new_after_a_return_lends_no_arguments_to_the_job():
     """A forged new for a job known from a real return must not choose its arguments."""
     uptime = Permissions([{"*": [{"cmd.run": {"args": ["uptime$"]}}]}])
     events = [
-        ("salt/job/6/ret/web-1", ret("cmd.run", fun_args=["cat /etc/shadow"])),
-        ("salt/job/6/new", new("cmd.run", ["web-1"], arg=["uptime"])),  # forged
-        ("salt/job/6/ret/web-2", ret("cmd.run", "web-2", fun_args=["cat /etc/shadow"])),
-        ("salt/job/6/prog/web-1/0", {}),
+        ("salt/job/20240101120000000006/ret/web-1", ret("cmd.run", fun_args=["cat /etc/shadow"])),
+        ("salt/job/20240101120000000006/new", new("cmd.run", ["web-1"], arg=["uptime"])),  # forged
+        (
+            "salt/job/20240101120000000006/ret/web-2",
+            ret("cmd.run", "web-2", fun_args=["cat /etc/shadow"]),
+        ),
+        ("salt/job/20240101120000000006/prog/web-1/0", {}),
     ]
     seen = judge(events, uptime, prelude=[])
     assert seen[0] is None and seen[2:] == [None, None]
@@ -737,9 +774,9 @@ def test_a_new_after_a_return_lends_no_arguments_to_the_job():
 def test_valid_fun(fun, valid):
     assert valid_fun(fun) is valid
     jobs = JobFunctions()
-    event = jobs.learn("salt/job/9/new", new(fun, ["web-1"]))
+    event = jobs.learn("salt/job/20240101120000000009/new", new(fun, ["web-1"]), T0)
     assert event is not None and event.admin_only is not valid
-    assert (jobs.get("9") == Job(None, admin_only=True)) is not valid
+    assert (jobs.get("20240101120000000009") == Job(None, admin_only=True)) is not valid
 
 
 # -- finding 3: argument restrictions through the registry ---------------------------------------
@@ -761,8 +798,12 @@ UPTIME = Permissions([{"web-*": [{"cmd.run": {"args": ["uptime$"]}}]}], {"web-*"
 )
 def test_an_argument_restricted_entry_shows_only_jobs_with_matching_arguments(arg, visible):
     job = new("cmd.run", ["web-1"], arg=arg)
-    events = [("salt/job/5/new", job), ("salt/job/5/ret/web-1", ret("cmd.run"))]
-    events.append(("salt/job/5/prog/web-1/0", {}))
+    events = [
+        ("salt/job/20240101120000000005/new", job),
+        # (a return must also pass with its own fun_args: the job's, here)
+        ("salt/job/20240101120000000005/ret/web-1", ret("cmd.run", fun_args=arg)),
+    ]
+    events.append(("salt/job/20240101120000000005/prog/web-1/0", {}))
     expected = [data if visible else None for _, data in events]
     assert judge(events, UPTIME, prelude=[]) == expected
 
@@ -773,51 +814,72 @@ def test_an_argument_restricted_entry_shows_only_jobs_with_matching_arguments(ar
 )
 def test_a_return_without_a_known_new_is_checked_with_its_own_fun_args(fun_args, visible):
     data = ret("cmd.run", fun_args=fun_args)
-    assert shown("salt/job/5/ret/web-1", data, UPTIME, prelude=[]) is (data if visible else None)
+    assert shown("salt/job/20240101120000000005/ret/web-1", data, UPTIME, prelude=[]) is (
+        data if visible else None
+    )
 
 
 def test_the_jobs_arguments_win_over_a_returns_own():
     events = [
-        ("salt/job/5/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"])),
-        ("salt/job/5/ret/web-1", ret("cmd.run", fun_args=["uptime"])),  # forged fun_args
+        ("salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=["cat /etc/shadow"])),
+        (
+            "salt/job/20240101120000000005/ret/web-1",
+            ret("cmd.run", fun_args=["uptime"]),
+        ),  # forged fun_args
     ]
     assert judge(events, UPTIME, prelude=[]) == [None, None]
 
 
 def test_arguments_are_kept_as_salts_check_sees_them():
     jobs = JobFunctions()
-    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=[5, {"__kwarg__": True, "n": 1}]))
-    assert jobs.get("5") == Job("cmd.run", ["5", {"__kwarg__": "True", "n": "1"}], True)
+    jobs.learn(
+        "salt/job/20240101120000000005/new",
+        new("cmd.run", ["web-1"], arg=[5, {"__kwarg__": True, "n": 1}]),
+        T0,
+    )
+    assert jobs.get("20240101120000000005") == Job(
+        "cmd.run", ["5", {"__kwarg__": "True", "n": "1"}], True
+    )
 
 
 # -- bounds ---------------------------------------------------------------------------------------
 
 
+def salt_jid(t: float) -> str:
+    """The jid a master in this time zone makes at ``t``."""
+    return datetime.datetime.fromtimestamp(t).strftime("%Y%m%d%H%M%S%f")
+
+
 def test_the_registry_is_bounded_in_jobs():
     jobs = JobFunctions(max_jobs=3)
-    for jid in "12345":
-        jobs.learn(f"salt/job/{jid}/new", new("test.ping", ["web-1"]))
-    assert len(jobs) == 3 and jobs.get("1") is None and jobs.get("5") is not None
+    times = [T0 + 400 * i for i in range(5)]  # each older than JID_WINDOW when the next comes
+    for t in times:
+        jobs.learn(f"salt/job/{salt_jid(t)}/new", new("test.ping", ["web-1"]), t)
+    assert len(jobs) == 3 and jobs.get(salt_jid(times[0])) is None
+    assert jobs.get(salt_jid(times[-1])) is not None
     assert jobs.stats()["evicted"] == 2
 
 
 def test_the_registry_is_bounded_in_bytes():
     jobs = JobFunctions(max_arg_bytes=10_000, max_bytes=30_000)
-    for jid in range(10):
-        jobs.learn(f"salt/job/{jid}/new", new("cmd.run", ["web-1"], arg=["x" * 9_000]))
+    times = [T0 + 400 * i for i in range(10)]
+    for t in times:
+        jobs.learn(f"salt/job/{salt_jid(t)}/new", new("cmd.run", ["web-1"], arg=["x" * 9_000]), t)
     stats = jobs.stats()
     assert stats["bytes"] <= 30_000 and stats["jobs"] == 3 and stats["evicted"] == 7
-    assert jobs.get("9") is not None and jobs.get("9").arg == ["x" * 9_000]
+    assert jobs.get(salt_jid(times[-1])).arg == ["x" * 9_000]
 
 
 def test_arguments_beyond_the_bound_are_not_kept():
     jobs = JobFunctions(max_arg_bytes=100)
-    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["é" * 60]))  # 120 bytes
-    assert jobs.get("5") == Job("cmd.run", None, from_new=True)
+    jobs.learn(
+        "salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=["é" * 60]), T0
+    )  # 120 bytes
+    assert jobs.get("20240101120000000005") == Job("cmd.run", None, from_new=True)
     assert jobs.stats()["args_unknown"] == 1 and jobs.stats()["bytes"] < 1000
     # a second new cannot be shown to carry the same arguments
-    jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=["é" * 60]))
-    assert jobs.get("5") == Job(None, admin_only=True)
+    jobs.learn("salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=["é" * 60]), T0)
+    assert jobs.get("20240101120000000005") == Job(None, admin_only=True)
 
 
 def test_a_deeply_nested_argument_is_unknown_not_an_error():
@@ -825,7 +887,9 @@ def test_a_deeply_nested_argument_is_unknown_not_an_error():
     for _ in range(100_000):
         deep = [deep]
     jobs = JobFunctions()
-    event = jobs.learn("salt/job/5/new", new("cmd.run", ["web-1"], arg=[deep]))
+    event = jobs.learn(
+        "salt/job/20240101120000000005/new", new("cmd.run", ["web-1"], arg=[deep]), T0
+    )
     assert event is not None and event.arg is None and not event.admin_only
 
 
@@ -837,4 +901,110 @@ def test_stats_start_at_zero():
         "refused": 0,
         "args_unknown": 0,
         "evicted": 0,
+        "full": 0,
+        "untimely": 0,
     }
+
+
+# -- red team (issue 9 follow-up): eviction, forged news and returns, prog ----------------------
+
+RECENT = "20240101120000000001"  # a Salt jid of T0
+UPTIME_ONLY = Permissions([{"*": [{"cmd.run": {"args": ["uptime"]}}]}])
+SHADOW_RET = ret("cmd.run", "m1", fun_args=["cat /etc/shadow"], jid=RECENT)
+
+
+def test_a_return_must_pass_with_its_own_fun_args_too():
+    """A forged new lends its arguments to nobody's return (red team a1/a2)."""
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{RECENT}/new", new("cmd.run", ["m1"], arg=["uptime"]), T0)  # forged
+    event = jobs.learn(f"salt/job/{RECENT}/ret/m1", SHADOW_RET, T0)
+    assert UPTIME_ONLY.filter_event(SHADOW_RET, event) is None
+    fine = ret("cmd.run", "m1", fun_args=["uptime"])
+    assert UPTIME_ONLY.filter_event(fine, jobs.learn(f"salt/job/{RECENT}/ret/m1", fine, T0))
+
+
+def test_a_forged_return_does_not_set_the_arguments_of_later_returns():
+    """Red team a4: no new known; a forged return's fun_args must not vouch for the real one."""
+    jobs = JobFunctions()
+    forged = ret("cmd.run", "evil", fun_args=["uptime"])
+    assert UPTIME_ONLY.filter_event(forged, jobs.learn(f"salt/job/{RECENT}/ret/evil", forged, T0))
+    event = jobs.learn(f"salt/job/{RECENT}/ret/m1", SHADOW_RET, T0)
+    assert UPTIME_ONLY.filter_event(SHADOW_RET, event) is None
+
+
+def test_young_jobs_are_not_evicted_and_a_full_registry_refuses_new_ones():
+    """Red team a2/a3: forged news cannot push a running job out within JID_WINDOW."""
+    jobs = JobFunctions(max_jobs=3)
+    jobs.learn(f"salt/job/{RECENT}/new", new("state.apply", ["m1"], arg=["secrets"]), T0)
+    for i in range(5):
+        jobs.learn(f"salt/job/2024010112000000000{i + 2}/new", new("test.ping", []), T0 + 1)
+    assert jobs.get(RECENT) == Job("state.apply", ["secrets"], from_new=True)
+    assert jobs.stats()["full"] == 3 and jobs.stats()["evicted"] == 0
+    # a job refused for a full registry: its prog events are for administrators only
+    event = jobs.learn("salt/job/20240101120000000006/prog/m1/0", {}, T0 + 1)
+    assert event is not None and event.admin_only
+    # past the window the oldest may go
+    jobs.learn("salt/job/20240101121000000000/new", new("test.ping", []), T0 + 600)
+    assert jobs.get(RECENT) is None and jobs.stats()["evicted"] == 1
+
+
+def test_a_big_argument_flood_cannot_evict_a_young_job():
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{RECENT}/new", new("cmd.run", ["m1"], arg=["cat /etc/shadow"]), T0)
+    big = "x" * (64 * 1024 - 100)
+    for i in range(300):
+        jobs.learn(f"salt/job/f{i}/new", new("test.ping", [], arg=[big]), T0)
+    assert jobs.get(RECENT) == Job("cmd.run", ["cat /etc/shadow"], from_new=True)
+    assert jobs.stats()["bytes"] <= 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("jid", "now", "visible"),
+    [
+        (RECENT, T0, True),
+        (RECENT, T0 + 299, True),
+        (RECENT, T0 - 299, True),
+        (RECENT + "_4242", T0, True),  # unique_jid
+        (RECENT, T0 + 301, False),  # a new for an old jid: maybe a forgery after eviction
+        (RECENT, T0 - 301, False),
+        ("f1", T0, False),  # not a Salt jid
+        ("20241301120000000001", T0, False),  # month 13
+        ("2024010112000000000", T0, False),  # 19 digits
+        ("20240101120000000001_x", T0, False),
+    ],
+)
+def test_prog_events_need_a_new_with_a_recent_salt_jid(jid, now, visible):
+    pinger = Permissions(["test.*"])
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{jid}/new", new("test.ping", ["m1"]), now)
+    event = jobs.learn(f"salt/job/{jid}/prog/m1/0", {}, now)
+    assert (pinger.filter_event({}, event) is not None) is visible
+
+
+def test_prog_events_without_now_are_for_administrators_only():
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{RECENT}/new", new("test.ping", ["m1"]))
+    event = jobs.learn(f"salt/job/{RECENT}/prog/m1/0", {})
+    assert Permissions(["test.*"]).filter_event({}, event) is None
+
+
+def test_utc_jids():
+    utc_t0 = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.timezone.utc).timestamp()
+    jobs = JobFunctions(utc_jid=True)
+    jobs.learn(f"salt/job/{RECENT}/new", new("test.ping", ["m1"]), utc_t0)
+    event = jobs.learn(f"salt/job/{RECENT}/prog/m1/0", {}, utc_t0)
+    assert event is not None and not event.admin_only and event.fun == "test.ping"
+
+
+def test_a_job_known_from_a_return_has_no_function_for_prog():
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{RECENT}/ret/m1", ret("test.ping", "m1"), T0)
+    event = jobs.learn(f"salt/job/{RECENT}/prog/m1/0", {}, T0)
+    assert event is not None and event.admin_only
+
+
+def test_many_small_arguments_are_counted_with_their_overhead():
+    """Red team a13: 21,000 three-character strings are over 64 KiB of memory, not 63 KiB."""
+    jobs = JobFunctions()
+    jobs.learn(f"salt/job/{RECENT}/new", new("test.ping", [], arg=["abc"] * 21_000), T0)
+    assert jobs.get(RECENT) == Job("test.ping", None, from_new=True)

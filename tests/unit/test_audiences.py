@@ -8,7 +8,9 @@ what an audience sees cut down.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
+import re
 from typing import Any
 
 import pytest
@@ -40,12 +42,35 @@ def scoped(resolved: dict[str, Any] | None = None) -> Permissions:
     return Permissions(ACL, resolved=RESOLVED if resolved is None else resolved)
 
 
+_JIDS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_jids() -> None:
+    _JIDS.clear()
+
+
+def J(n: str) -> str:
+    """Job ``n`` as a Salt jid of about now (the engine dates a new's jid before it lets
+    prog events use the new's function); the same jid for the whole test."""
+    if n not in _JIDS:
+        _JIDS[n] = datetime.datetime.now().strftime("%Y%m%d%H%M%S") + f"{int(n):06d}"
+    return _JIDS[n]
+
+
+def short(text: str) -> str:
+    """``text`` with the jids of :func:`J` written as their job numbers again."""
+    return re.sub(r"\b\d{14}0*(\d+)\b", r"\1", text)
+
+
 def new(jid: str, fun: str, minions: list[str]) -> tuple[str, dict[str, Any]]:
+    jid = J(jid)
     data = {"jid": jid, "fun": fun, "tgt": ",".join(minions), "tgt_type": "list"}
     return f"salt/job/{jid}/new", {**data, "minions": minions, "user": "root"}
 
 
 def ret(jid: str, fun: str, mid: str, value: Any = True) -> tuple[str, dict[str, Any]]:
+    jid = J(jid)
     data = {"jid": jid, "fun": fun, "id": mid, "return": value, "retcode": 0, "success": True}
     return f"salt/job/{jid}/ret/{mid}", data
 
@@ -75,7 +100,7 @@ def minions_of(message: str) -> dict[str, Any]:
 
 
 def jobs_of(message: str) -> dict[str, Any]:
-    return json.loads(message)["jobs"]
+    return {short(jid): job for jid, job in json.loads(message)["jobs"].items()}
 
 
 # -- FormattedView per audience ----------------------------------------------------------------
@@ -217,7 +242,9 @@ def engine(monkeypatch) -> Engine:
     monkeypatch.setattr(salt.auth, "LoadAuth", no_io)
     for name in ("BusReader", "StatusServer", "Authenticator", "Fleet"):
         monkeypatch.setattr(salt_ws.engine, name, no_io)
-    return Engine(opts={}, config=parse({"disable_ssl": True}))
+    engine = Engine(opts={}, config=parse({"disable_ssl": True}))
+    engine.view.set_accepted(GRAINS)  # as read from the master's keys at start
+    return engine
 
 
 @pytest.fixture
@@ -229,33 +256,37 @@ def perms(engine) -> Permissions:
 
 
 LOST = LinkChange(False, NOW)
-STREAM = [
-    new("1", "test.ping", ["web-1", "db-1"]),  # scoped: cut down to web-1
-    ("salt/auth", {"act": "accept", "id": "web-1"}),  # admin only
-    ("salt/job/1/prog/web-1/0", {"data": {"ret": {}}}),  # test.ping (job 1) on web-1
-    ret("1", "test.ping", "web-1"),  # scoped: as is
-    ret("1", "test.ping", "db-1"),  # admin only
-    new("2", "cmd.run", ["db-1"]),  # scoped: as is
-    ("salt/job/2/prog/web-1/0", {"data": {}}),  # cmd.run on web-1: admin only
-    ("salt/key", {"act": "delete", "id": "web-2", "result": True}),  # admin only
-    ("custom/tag", {"x": 1}),  # admin only
-]
+
+
+def stream() -> list[Any]:
+    """Events of jobs 1 and 2 and others (jids of now: see :func:`J`)."""
+    return [
+        new("1", "test.ping", ["web-1", "db-1"]),  # scoped: cut down to web-1
+        ("salt/auth", {"act": "accept", "id": "web-1"}),  # admin only
+        (f"salt/job/{J('1')}/prog/web-1/0", {"data": {"ret": {}}}),  # test.ping (job 1) on web-1
+        ret("1", "test.ping", "web-1"),  # scoped: as is
+        ret("1", "test.ping", "db-1"),  # admin only
+        new("2", "cmd.run", ["db-1"]),  # scoped: as is
+        (f"salt/job/{J('2')}/prog/web-1/0", {"data": {}}),  # cmd.run on web-1: admin only
+        ("salt/key", {"act": "delete", "id": "web-2", "result": True}),  # admin only
+        ("custom/tag", {"x": 1}),  # admin only
+    ]
 
 
 def test_admins_get_every_event_and_a_scoped_audience_only_its_own(engine, perms):
     admin, limited = Client(engine), Client(engine, perms.key)
-    engine.consume([*STREAM[:3], LOST, *STREAM[3:]])
+    engine.consume([*stream()[:3], LOST, *stream()[3:]])
     everything = admin.received()
     shown = limited.received()
 
-    expected = [wire.encode_event(tag, data) for tag, data in STREAM]
+    expected = [wire.encode_event(tag, data) for tag, data in stream()]
     notice = everything.pop(3)
     assert everything == expected
     assert json.loads(notice)["tag"] == wire.GAP_TAG
 
-    cut_new = {**STREAM[0][1], "minions": ["web-1"], "tgt": ["web-1"], "tgt_type": "list"}
+    cut_new = {**stream()[0][1], "minions": ["web-1"], "tgt": ["web-1"], "tgt_type": "list"}
     assert shown == [
-        wire.encode_event(STREAM[0][0], cut_new),
+        wire.encode_event(stream()[0][0], cut_new),
         expected[2],
         notice,
         expected[3],
@@ -291,13 +322,13 @@ def test_engine_notices_reach_every_audience(engine, perms):
 
 def test_an_unregistered_audience_gets_no_events(engine):
     unknown = Client(engine, "not registered")
-    engine.consume(STREAM)
+    engine.consume(stream())
     assert unknown.received() == []
 
 
 def test_clients_of_one_audience_share_its_messages(engine, perms):
     first, second = Client(engine, perms.key), Client(engine, perms.key)
-    engine.consume(STREAM[:1])
+    engine.consume(stream()[:1])
     [a], [b] = first.received(), second.received()
     assert a is b  # the cut-down event is encoded once per audience, not per client
 
@@ -305,8 +336,8 @@ def test_clients_of_one_audience_share_its_messages(engine, perms):
 def test_prog_events_follow_the_function_of_a_job_seen_in_an_earlier_batch(engine, perms):
     limited = Client(engine, perms.key)
     engine.consume([new("8", "test.ping", ["web-1"])])
-    engine.consume([("salt/job/8/prog/web-1/0", {}), ("salt/job/9/prog/web-1/0", {})])
-    assert [json.loads(m)["tag"] for m in limited.received()] == [
+    engine.consume([prog("8", "web-1"), prog("9", "web-1")])
+    assert tags_of(limited.received()) == [
         "salt/job/8/new",
         "salt/job/8/prog/web-1/0",
     ]
@@ -352,11 +383,11 @@ def test_snapshot_is_per_audience(engine, perms):
 
 
 def tags_of(messages: list[str]) -> list[str]:
-    return [json.loads(m)["tag"] for m in messages]
+    return [short(json.loads(m)["tag"]) for m in messages]
 
 
 def prog(jid: str, mid: str) -> tuple[str, dict[str, Any]]:
-    return f"salt/job/{jid}/prog/{mid}/0", {"data": {"ret": {"secret": "output"}}}
+    return f"salt/job/{J(jid)}/prog/{mid}/0", {"data": {"ret": {"secret": "output"}}}
 
 
 def test_a_forged_second_new_does_not_rewrite_the_jobs_function(engine, perms):
@@ -385,7 +416,8 @@ def test_a_forged_ret_naming_another_function_is_hidden(engine, perms):
 def test_a_job_learned_from_its_first_return_keeps_that_function(engine, perms):
     admin, limited = Client(engine), Client(engine, perms.key)
     engine.consume([ret("22", "test.ping", "web-1"), prog("22", "web-1")])
-    assert tags_of(limited.received()) == ["salt/job/22/ret/web-1", "salt/job/22/prog/web-1/0"]
+    # (its prog: a function only from a new, red team a3)
+    assert tags_of(limited.received()) == ["salt/job/22/ret/web-1"]
     engine.consume([ret("22", "test.version", "web-2"), prog("22", "web-1")])
     assert limited.received() == []  # another function: the job is administrator-only now
     assert len(admin.received()) == 4
@@ -407,7 +439,9 @@ def test_argument_restricted_permissions_check_the_jobs_arguments(engine):
     bad["arg"], good["arg"] = ["cat /etc/shadow"], ["uptime"]
     engine.consume([(bad_tag, bad), ret("30", "cmd.run", "web-1"), prog("30", "web-1")])
     assert limited.received() == []
-    engine.consume([(good_tag, good), ret("31", "cmd.run", "web-1"), prog("31", "web-1")])
+    good_ret = ret("31", "cmd.run", "web-1")
+    good_ret[1]["fun_args"] = ["uptime"]  # a return passes with its own arguments too
+    engine.consume([(good_tag, good), good_ret, prog("31", "web-1")])
     assert tags_of(limited.received()) == [
         "salt/job/31/new",
         "salt/job/31/ret/web-1",
@@ -501,3 +535,18 @@ def test_include_master_names_the_master_in_both_tables():
         "master": "master-b",
     }
     assert _json.loads(view.render_jobs()) == {"jobs": {}, "master": "master-b"}
+
+
+def test_a_new_is_cut_to_accepted_minions_once_before_any_audience(engine, perms):
+    """Red team a7: a 150,000-id forged new cost every audience a check per id."""
+    limited = Client(engine, perms.key)
+    tag, data = new("40", "test.ping", ["web-1"] + [f"x{i}" for i in range(1000)])
+    calls = []
+    real = perms.allowed
+    perms.allowed = lambda fun, mids, arg=None: (
+        calls.append(len(list(mids))) or real(fun, mids, arg)
+    )
+    engine.consume([(tag, data)])
+    [message] = limited.received()
+    assert json.loads(message)["data"]["minions"] == ["web-1"]
+    assert max(calls) == 1

@@ -291,12 +291,14 @@ def test_a_second_new_with_the_same_function_but_other_arguments_is_a_conflict()
     assert "1" not in jobs_seen(view, Audience())
 
 
-def test_each_entry_is_shown_only_if_its_own_returns_function_is_permitted():
+def test_a_return_of_another_function_than_the_news_makes_the_job_admin_only():
+    """Red team a5: the job's own fields must not be shown through such a return."""
     view = seeded("m2")
     view.apply(*new("1", [REAL, "m2"], "test.ping"), 1.0)
     view.apply(*ret("1", REAL, "test.ping"), 2.0)
     view.apply(*ret("1", "m2", "cmd.run", "root:x:0:0"), 3.0)  # a return of another function
-    assert set(jobs_seen(view, Audience())["1"]["minions"]) == {REAL}
+    assert "1" not in jobs_seen(view, Audience(funs=("test\\..*", "cmd\\..*")))
+    assert view.refused["fun_conflict"] == 1
     assert set(jobs_seen(view)["1"]["minions"]) == {REAL, "m2"}  # an admin sees it all
     assert "fun" not in jobs_seen(view)["1"]["minions"]["m2"]  # the wire entry is unchanged
 
@@ -332,7 +334,12 @@ def test_may_gets_the_jobs_arguments_from_its_new_event():
     view.apply(*ret("1", REAL, "test.arg", fun_args=["forged"]), 2.0)
     audience = Audience()
     jobs_seen(view, audience)
-    assert audience.calls == [("test.arg", REAL, ["a", {"k": 1, "__kwarg__": True}])]
+    # the return's own function and arguments, then the job's (str()-normalised, as Salt
+    # checks them): both must pass
+    assert audience.calls == [
+        ("test.arg", REAL, ["forged"]),
+        ("test.arg", REAL, ["a", {"k": "1", "__kwarg__": "True"}]),
+    ]
 
 
 def test_may_gets_a_returns_fun_args_when_no_new_was_seen():
@@ -416,6 +423,7 @@ def test_refused_counts_every_reason_from_zero():
         "return_too_large": 0,
         "field_too_large": 0,
         "invalid_jid": 0,
+        "invalid_fun": 0,
     }
 
 
