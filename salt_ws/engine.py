@@ -520,6 +520,8 @@ class Engine:
             self.bus.stop()
         if self.auth is not None:
             self.auth.shutdown()
+        for pool in (self._grains_pool, self._admit_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
         if self.status_server is not None:
             await self.status_server.stop()
 
