@@ -74,7 +74,7 @@ import enum
 import functools
 import json
 import re
-from typing import Any, Container, Final, Iterable, Mapping
+from typing import Any, Container, Final, Iterable, Mapping, TypeGuard
 
 __all__ = [
     "ADMIN",
@@ -112,7 +112,7 @@ _FUN = re.compile(r"[A-Za-z0-9_.]+")
 _JID = re.compile(r"(\d{20})(?:_\d{1,20})?")
 
 
-def valid_fun(fun: Any) -> bool:
+def valid_fun(fun: Any) -> TypeGuard[str]:
     """Does ``fun`` look like a Salt function name (``[A-Za-z0-9_.]+``, <= 256 characters)?"""
     return isinstance(fun, str) and len(fun) <= MAX_FUN_LENGTH and _FUN.fullmatch(fun) is not None
 

@@ -154,7 +154,7 @@ def check_token_expire(value: float) -> float:
     return value
 
 
-class Session(dict):
+class Session(dict[str, Any]):
     """A token's data as Salt's token store has it (``name``, ``eauth``, ``expire``, ...)."""
 
     @property

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "Event",
@@ -213,7 +213,7 @@ def _success(data: dict[str, Any], retcode: int | None) -> bool | None:
     return None
 
 
-def parse(tag: Any, data: Any) -> Event | None:
+def parse(tag: Any, data: Any) -> Event | Forwarded | None:
     """Parse one bus event; ``None`` for anything the view does not track.
 
     Args:
@@ -232,7 +232,8 @@ def parse(tag: Any, data: Any) -> Event | None:
             parts = parts[2:]
         if not via or len(via) > MAX_SYNDIC_DEPTH:
             return None
-        return Forwarded(tuple(via), parse("/".join(parts), data))
+        # the loop took every syndic/<sid>/ prefix off, so the rest never parses to Forwarded
+        return Forwarded(tuple(via), cast("Event | None", parse("/".join(parts), data)))
     stamp = _str(data.get("_stamp"))
     if len(parts) >= 4 and parts[0] == "salt" and parts[1] == "job" and parts[2]:
         jid = parts[2]
@@ -267,14 +268,14 @@ def parse(tag: Any, data: Any) -> Event | None:
             )
         return None
     if tag == "salt/key":
-        mid = _str(data.get("id"))
+        key_id = _str(data.get("id"))
         try:
             act = KeyAction(data.get("act"))
         except ValueError:
             return None
-        if not mid or data.get("result") is False:
+        if not key_id or data.get("result") is False:
             return None
-        return KeyChange(act, mid)
+        return KeyChange(act, key_id)
     if tag == "salt/presence/present":
         # a minion can fire any tag (event.send): only the master's shape counts
         if not isinstance(data.get("present"), list):

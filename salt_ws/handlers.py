@@ -17,11 +17,12 @@ count IPv6 by /64. Every refusal is counted by reason in
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, cast
 
 import tornado.iostream
 import tornado.web
@@ -200,7 +201,7 @@ def _request_token(handler: tornado.web.RequestHandler) -> str | None:
 def _error(status: int, message: str) -> dict[str, str]:
     """saltnado's error body: ``{"status": "401 Unauthorized", "return": message}``."""
     return {
-        "status": f"{status} {tornado.httputil.responses.get(status, 'Error')}",
+        "status": f"{status} {http.client.responses.get(status, 'Error')}",
         "return": message,
     }
 
@@ -727,7 +728,8 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
                 batch.append(data)
                 nbytes += len(data)
             try:
-                written = conn.stream.write(b"".join(batch))
+                # optional on tornado's base class; a protocol that is open (not closing) has one
+                written = cast(tornado.iostream.IOStream, conn.stream).write(b"".join(batch))
             except tornado.iostream.StreamClosedError:
                 return
             counters.messages_sent += len(batch)

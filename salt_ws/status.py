@@ -96,7 +96,8 @@ def query(path: str, command: str = "status", timeout: float = 1.0) -> dict[str,
             if not chunk:
                 break
             chunks.append(chunk)
-    return json.loads(b"".join(chunks).decode("utf-8"))
+    answer: dict[str, Any] = json.loads(b"".join(chunks).decode("utf-8"))
+    return answer
 
 
 def ask(opts: Mapping[str, Any], command: str, timeout: float = 1.0) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def view(
     answers = [a for a in ask(opts, "view", timeout).values() if "minions" in a]
     if not answers:
         return _not_running(opts)
-    tables = answers[0]
+    tables: dict[str, Any] = answers[0]
     if minion is not None:
         if minion not in tables["minions"]:
             return {"error": f"minion {minion!r} is not in the view"}
