@@ -73,6 +73,7 @@ import datetime
 import enum
 import functools
 import json
+import math
 import re
 from typing import Any, Container, Final, Iterable, Mapping, TypeGuard
 
@@ -458,6 +459,10 @@ class JobFunctions:
         self.evicted = 0
         self.full = 0  # jids not registered: full of entries younger than jid_window
         self.untimely = 0  # news whose jid is no Salt jid of about now: no function for prog
+        # Since when every bus event has been fed here (see watch(); a fresh registry has seen
+        # them all): a job published before then may have had its real new missed, so no new
+        # of it is believed for prog. The engine calls watch() when it (re)subscribes.
+        self.watching_since = -math.inf
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -480,11 +485,27 @@ class JobFunctions:
             "untimely": self.untimely,
         }
 
+    def watch(self, now: float) -> None:
+        """From ``now`` on the engine sees every bus event (it subscribed, or resubscribed,
+        or events were just dropped): a job whose jid was made before ``now`` may have had
+        its real ``new`` missed, so none of its ``new`` events gives ``prog`` a function.
+        """
+        self.watching_since = now
+
     def timely(self, jid: str, now: float | None) -> bool:
-        """Is ``jid`` a Salt jid made within ``jid_window`` of ``now`` (None: cannot tell)?"""
+        """Is ``jid`` a Salt jid made within ``jid_window`` of ``now`` (None: cannot tell),
+        and not before :attr:`watching_since`?
+
+        The master makes the jid, then fires the job's ``new``: if the engine saw every
+        event since before the jid was made, the first ``new`` it saw for that jid is the
+        master's own; a minion would have had to guess the jid before it existed.
+        """
         if now is None:
             return False
-        return any(abs(now - made) <= self.jid_window for made in jid_time(jid, self.utc_jid))
+        return any(
+            abs(now - made) <= self.jid_window and made >= self.watching_since
+            for made in jid_time(jid, self.utc_jid)
+        )
 
     def learn(self, tag: Any, data: Any, now: float | None = None) -> JobEvent | None:
         """Take in one bus event; for a job event, how it is to be judged (else None).
@@ -575,6 +596,8 @@ class JobFunctions:
             oldest = next(iter(self._jobs.values()))
             if self._young(oldest[2], now):
                 self.full += 1  # fail closed: the job stays unknown
+                if now is not None:
+                    self.watch(now)  # and a new for it from now on may be forged
                 return
             self._jobs.popitem(last=False)
             self.bytes -= oldest[1]

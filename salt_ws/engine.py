@@ -173,6 +173,7 @@ class Engine:
         view = self.view
         for item in items:
             if isinstance(item, (LinkChange, Dropped)):
+                self.job_funs.watch(now)  # events may have been missed up to here
                 events.append(("salt_ws/", NOTICE, self._link_notice(item), None))
                 if isinstance(item, Dropped) or item.up:
                     self._spawn(self._reseed())  # the view may have missed changes
@@ -453,6 +454,7 @@ class Engine:
         self.bus.start()
         if not await loop.run_in_executor(None, self.bus.wait_started, 30.0):
             log.warning("salt_ws: the event bus subscription is slow to start")
+        self.job_funs.watch(time.time())  # jobs published from now on are seen from their new
         await self._reseed()
         self._spawn(self._housekeeping())
 

@@ -939,7 +939,10 @@ def test_young_jobs_are_not_evicted_and_a_full_registry_refuses_new_ones():
     for i in range(5):
         jobs.learn(f"salt/job/2024010112000000000{i + 2}/new", new("test.ping", []), T0 + 1)
     assert jobs.get(RECENT) == Job("state.apply", ["secrets"], from_new=True)
-    assert jobs.stats()["full"] == 3 and jobs.stats()["evicted"] == 0
+    # the first refusal means a real new may be lost from then on: news of jobs made
+    # before it are no longer believed (untimely), so a later forgery cannot take its place
+    assert jobs.stats()["full"] == 1 and jobs.stats()["evicted"] == 0
+    assert jobs.stats()["untimely"] == 2 and jobs.watching_since == T0 + 1
     # a job refused for a full registry: its prog events are for administrators only
     event = jobs.learn("salt/job/20240101120000000006/prog/m1/0", {}, T0 + 1)
     assert event is not None and event.admin_only
@@ -1008,3 +1011,19 @@ def test_many_small_arguments_are_counted_with_their_overhead():
     jobs = JobFunctions()
     jobs.learn(f"salt/job/{RECENT}/new", new("test.ping", [], arg=["abc"] * 21_000), T0)
     assert jobs.get(RECENT) == Job("test.ping", None, from_new=True)
+
+
+def test_no_new_gives_prog_a_function_for_a_job_made_before_the_engine_watched():
+    """Red team b3: the real new was missed (engine started mid-job, a bus gap, dropped
+    events): a new forged afterwards with a jid of about now must not name the function."""
+    jobs = JobFunctions()
+    jobs.watch(T0 + 5)  # (re)subscribed, or events were dropped, at T0 + 5
+    jobs.learn(f"salt/job/{RECENT}/new", new("test.ping", ["m1"]), T0 + 6)  # jid made at T0
+    event = jobs.learn(f"salt/job/{RECENT}/prog/m1/0", {}, T0 + 7)
+    assert event is not None and event.admin_only
+    assert jobs.stats()["untimely"] == 1
+    # a job published after the engine started watching: its first new is the master's
+    later = "20240101120010000000"  # made at T0 + 10
+    jobs.learn(f"salt/job/{later}/new", new("test.ping", ["m1"]), T0 + 10.1)
+    event = jobs.learn(f"salt/job/{later}/prog/m1/0", {}, T0 + 11)
+    assert event is not None and not event.admin_only and event.fun == "test.ping"

@@ -11,6 +11,7 @@ import asyncio
 import datetime
 import json
 import re
+import time
 from typing import Any
 
 import pytest
@@ -550,3 +551,22 @@ def test_a_new_is_cut_to_accepted_minions_once_before_any_audience(engine, perms
     [message] = limited.received()
     assert json.loads(message)["data"]["minions"] == ["web-1"]
     assert max(calls) == 1
+
+
+@pytest.mark.parametrize("marker", [LOST, LinkChange(True, NOW)], ids=["lost", "restored"])
+def test_a_bus_gap_restarts_what_the_job_registry_vouches_for(engine, marker):
+    """Red team b3: after a gap the real new of a running job may be lost; a new forged
+    for it afterwards must not lend its prog events a function."""
+    engine._spawn = lambda coro: coro.close()  # (the view's re-seed is not under test)
+    before = time.time()
+    engine.consume([marker])
+    assert engine.job_funs.watching_since >= before
+
+
+def test_dropped_events_restart_what_the_job_registry_vouches_for(engine):
+    from salt_ws.bus import Dropped
+
+    engine._spawn = lambda coro: coro.close()
+    before = time.time()
+    engine.consume([Dropped(NOW)])
+    assert engine.job_funs.watching_since >= before
