@@ -1170,12 +1170,12 @@ class FormattedView:
         elif not self._same_fun(job, event):
             return Update(jobs=True)
         elif not job.from_new:  # a return overtook the new event: keep what was returned
+            # The job's arguments stay unknown: a new arriving after a return may be forged,
+            # and must not choose the arguments pending minions are judged with (red team b7).
             job.tgt_json = self._tgt_json(event.tgt)
             job.tgt_type = self._clip(event.tgt_type)
             job.start_time = self._clip(event.stamp) or job.start_time
             job.user = self._clip(event.user)
-            job.from_new = True
-            job.set_arg(event.arg)
         job.expect(self._within_job(job, expected))
         self._touch_job(job)
         self._settle(job, now)  # targeted nobody: complete (after syndic_wait)

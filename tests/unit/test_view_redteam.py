@@ -48,6 +48,17 @@ def test_a_forged_first_return_does_not_set_the_arguments_of_later_returns():
     assert list(jobs(view, UPTIME)[J]["minions"]) == ["evil"]
 
 
+def test_a_new_after_the_first_return_lends_no_arguments_to_pending_minions():
+    """Red team b7: a job first seen from a return; a forged new then names arguments the
+    user may run and a minion still pending: the job must stay hidden from that user."""
+    view = seeded()
+    view.apply(f"salt/job/{J}/ret/m1", {**SHADOW, "retcode": 0, "success": True}, NOW)
+    forged = {"fun": "cmd.run", "arg": ["uptime"], "minions": ["m2"], "tgt": "m2", "user": "root"}
+    view.apply(f"salt/job/{J}/new", forged, NOW + 1)
+    assert J not in jobs(view, UPTIME)
+    assert set(jobs(view)[J]["minions"]) == {"m1", "m2"}  # the administrator still sees it
+
+
 def test_a_return_naming_another_function_than_the_new_makes_the_job_admin_only():
     """Red team a5: the job's own fields (fun, user, times) must not leak through it."""
     view = seeded()
