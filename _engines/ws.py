@@ -82,7 +82,7 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
           frame_cache_bytes: 67108864    # bytes of encoded frames shared between clients
           bus_queue_bytes: 268435456     # bytes of bus events waiting for the engine loop
           max_minions: 100000        # minions in the formatted view (more are refused, counted)
-          max_jobs_bytes: 268435456  # bytes of the encoded jobs table (oldest jobs dropped first)
+          max_jobs_bytes: 67108864   # bytes of the encoded jobs table (oldest jobs dropped first)
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

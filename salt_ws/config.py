@@ -80,7 +80,7 @@ class Config:
     frame_cache_bytes: int = 64 * 1024 * 1024
     bus_queue_bytes: int = 256 * 1024 * 1024
     max_minions: int = 100_000
-    max_jobs_bytes: int = 256 * 1024 * 1024
+    max_jobs_bytes: int = 64 * 1024 * 1024
 
     @property
     def tls(self) -> bool:

@@ -62,7 +62,7 @@ def plain(**options):
         ("frame_cache_bytes", 64 * 1024 * 1024),
         ("bus_queue_bytes", 256 * 1024 * 1024),
         ("max_minions", 100_000),
-        ("max_jobs_bytes", 256 * 1024 * 1024),
+        ("max_jobs_bytes", 64 * 1024 * 1024),
     ],
     ids=str,
 )
