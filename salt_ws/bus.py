@@ -10,6 +10,7 @@ One subscription serves every client. Events reach the consumer in bus order
 as ``(tag, data)`` batches through :class:`Handoff`, which holds at most
 ``bus_queue_bytes`` of raw events: beyond, events are dropped until the
 engine loop catches up, and one :class:`Dropped` marker takes their place.
+The engine loop takes them at most :data:`DRAIN_CHUNK_BYTES` at a time.
 
 The link (:class:`Link`, pure) is up only while the subscription is known to
 deliver: after a (re)connection the engine fires a probe event tagged
@@ -36,6 +37,7 @@ from typing import Any, Callable
 from salt_ws.config import DEFAULTS
 
 __all__ = [
+    "DRAIN_CHUNK_BYTES",
     "PROBE_PREFIX",
     "Actions",
     "BusReader",
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 PROBE_PREFIX = "salt_ws/probe/"  # + a nonce; only the engine's own nonces are hidden
 _PROBE_PREFIX = PROBE_PREFIX.encode()
 TAGEND = b"\n\n"  # Salt's separator of tag and payload in a raw event (salt.utils.event)
+DRAIN_CHUNK_BYTES = 4 * 2**20  # raw bytes one Handoff.drain call unpacks and hands over, at most
 
 
 class Packed:
@@ -124,18 +127,22 @@ class Handoff:
 
     The producer appends; the first append after a drain schedules one
     ``drain`` call on the consumer loop, so a burst costs one wake-up, not one
-    per event. Events count their raw size; markers count nothing and are
-    never dropped. An event that would take the held bytes beyond
-    ``max_bytes`` is dropped, and so is every event after it until the next
-    drain (the consumer caught up); the first drop appends one
-    :class:`Dropped` marker that counts them all. One event larger than the
-    bound is admitted into an empty handoff (its raw bytes exist already).
+    per event. A drain takes (and unpacks) items from the front up to
+    ``chunk_bytes`` of raw size, at least one, and while items remain
+    schedules itself again, so the loop runs between chunks; order is kept.
+    Events count their raw size; markers count nothing and are never
+    dropped. An event that would take the held bytes beyond ``max_bytes`` is
+    dropped, and so is every event after it until a drain takes the
+    :class:`Dropped` marker the first drop appended (the consumer caught
+    up), which counts them all. One event larger than the bound is admitted
+    into an empty handoff (its raw bytes exist already).
 
     Args:
         schedule: thread-safe "run this on the consumer loop"
             (``loop.call_soon_threadsafe``).
         consume: called on the consumer loop with the list of pending items.
         max_bytes: the bound (option ``bus_queue_bytes``).
+        chunk_bytes: the raw bytes one drain call takes at most (beyond its first item).
     """
 
     def __init__(
@@ -143,14 +150,16 @@ class Handoff:
         schedule: Callable[[Callable[[], None]], Any],
         consume: Callable[[list[Any]], None],
         max_bytes: int = DEFAULTS.bus_queue_bytes,
+        chunk_bytes: int = DRAIN_CHUNK_BYTES,
     ) -> None:
         self._schedule = schedule
         self._consume = consume
         self.max_bytes = max_bytes
-        self._items: collections.deque[Any] = collections.deque()
+        self.chunk_bytes = chunk_bytes
+        self._items: collections.deque[tuple[Any, int]] = collections.deque()  # (item, size)
         self._lock = threading.Lock()
         self._scheduled = False
-        self._gap: Dropped | None = None  # the marker of the drops since the last drain
+        self._gap: Dropped | None = None  # the marker of the drops, until a drain takes it
         self.bytes = 0
         self.received = 0
         self.backlog_high_water = 0
@@ -166,7 +175,7 @@ class Handoff:
                 wake = self._drop(size, now)
                 accepted = False
             else:
-                self._items.append(item)
+                self._items.append((item, size))
                 self.bytes += size
                 if self.bytes > self.bytes_high_water:
                     self.bytes_high_water = self.bytes
@@ -203,23 +212,35 @@ class Handoff:
         self.dropped_bytes += size
         if self._gap is None:
             self._gap = Dropped(at)
-            self._items.append(self._gap)
+            self._items.append((self._gap, 0))
             self.gaps += 1
         self._gap.add(size, at)
         return not self._scheduled
 
     def drain(self) -> None:
-        """Hand every pending item to the consumer (consumer loop)."""
+        """Hand the next chunk of pending items to the consumer (consumer loop).
+
+        At most ``chunk_bytes`` of raw events (at least one item); if items
+        remain, another drain is scheduled before this chunk is consumed.
+        """
+        pending, taken = self._items, 0
+        items: list[Any] = []
         with self._lock:
-            self._scheduled = False
-            items = list(self._items)
-            self._items.clear()
-            self.bytes = 0
-            self._gap = None
+            backlog = len(pending)
+            while pending and (not items or taken + pending[0][1] <= self.chunk_bytes):
+                item, size = pending.popleft()
+                items.append(item)
+                taken += size
+                if item is self._gap:
+                    self._gap = None  # dropped until the consumer caught up: it has
+            self.bytes -= taken
+            more = self._scheduled = bool(pending)
+        if more:
+            self._schedule(self.drain)
         if items:
             self.received += len(items)
-            if len(items) > self.backlog_high_water:
-                self.backlog_high_water = len(items)
+            if backlog > self.backlog_high_water:
+                self.backlog_high_water = backlog
             opened = []
             for item in items:
                 if isinstance(item, Packed):

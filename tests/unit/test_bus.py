@@ -510,6 +510,112 @@ def test_a_dropped_episode_becomes_one_notice_for_every_audience(engine, fleets)
     assert [fleet.seeds for fleet in fleets] == [1]  # the view may have missed changes
 
 
+# -- Handoff: drained in chunks capped in raw bytes (red team b1) -------------------------------
+
+MiB = 2**20
+
+
+def run_all(loop: ManualLoop) -> int:
+    """Run drains until none is scheduled; how many rounds it took."""
+    rounds = 0
+    while loop.scheduled:
+        loop.run_once()
+        rounds += 1
+    return rounds
+
+
+def test_a_large_backlog_is_drained_in_chunks_of_at_most_4_mib_giving_the_loop_control_between(
+    loop, consumer
+):
+    handoff = Handoff(loop.call_soon_threadsafe, consumer, 64 * MiB)
+    for n in range(10):
+        handoff.put(f"e{n}", MiB)
+    loop.run_once()
+    assert consumer.batches == [["e0", "e1", "e2", "e3"]]  # was all ten in one call
+    assert loop.scheduled == [handoff.drain]  # the rest: through the same schedule, later
+    assert handoff.bytes == 6 * MiB
+    assert run_all(loop) == 2
+    assert [len(batch) for batch in consumer.batches] == [4, 4, 2]
+    assert consumer.items == [f"e{n}" for n in range(10)]
+    assert handoff.bytes == 0
+    assert handoff.received == 10
+    assert handoff.backlog_high_water == 10
+
+
+def test_a_chunk_takes_at_least_one_item_however_large(loop, consumer):
+    handoff = Handoff(loop.call_soon_threadsafe, consumer, 64 * MiB)
+    handoff.put("huge", 9 * MiB)
+    handoff.put("next", MiB)
+    loop.run_once()
+    assert consumer.batches == [["huge"]]
+    assert handoff.bytes == MiB
+    run_all(loop)
+    assert consumer.batches == [["huge"], ["next"]]
+
+
+def test_items_not_yet_drained_stay_ahead_of_newly_put_ones(loop, consumer):
+    handoff = Handoff(loop.call_soon_threadsafe, consumer, 64 * MiB)
+    for n in range(6):
+        handoff.put(f"e{n}", MiB)
+    loop.run_once()
+    handoff.put("late", 10)
+    lost = LinkChange(False, 1.0)
+    handoff.put(lost)
+    assert loop.scheduled == [handoff.drain]  # no second drain is scheduled
+    run_all(loop)
+    assert consumer.items == [f"e{n}" for n in range(6)] + ["late", lost]
+    assert handoff.bytes == 0
+
+
+def test_dropping_lasts_until_the_marker_itself_is_drained(loop, consumer):
+    handoff = Handoff(loop.call_soon_threadsafe, consumer, 10 * MiB)
+    for n in range(10):
+        assert handoff.put(f"e{n}", MiB, now=1.0)
+    assert handoff.put("x1", MiB, now=2.0) is False
+    loop.run_once()  # e0..e3: 6 MiB held, the marker not yet taken
+    assert handoff.bytes == 6 * MiB
+    assert handoff.put("x2", MiB, now=3.0) is False  # still dropping
+    assert handoff.reject(10, now=4.0) is True
+    loop.run_once()  # e4..e7
+    assert handoff.put("x3", MiB, now=5.0) is False
+    loop.run_once()  # e8, e9 and the marker: caught up
+    [marker] = [i for i in consumer.items if isinstance(i, Dropped)]
+    assert consumer.items[-1] is marker
+    assert (marker.at, marker.until, marker.events, marker.bytes) == (2.0, 5.0, 4, 3 * MiB + 10)
+    assert handoff.bytes == 0
+    assert handoff.put("after", MiB, now=6.0) is True  # accepting again
+    run_all(loop)
+    assert consumer.items[-1] == "after"
+    stats = handoff.stats()
+    assert (stats["dropped_events"], stats["gaps"], stats["bytes"]) == (4, 1, 0)
+
+
+def test_a_marker_not_reached_by_a_partial_drain_still_counts_new_drops(loop, consumer):
+    handoff = Handoff(loop.call_soon_threadsafe, consumer, 5 * MiB)
+    for n in range(5):
+        handoff.put(f"e{n}", MiB, now=1.0)
+    assert handoff.reject(MiB, now=2.0) is True
+    loop.run_once()  # e0..e3; e4 and the marker remain
+    assert handoff.reject(1, now=3.0) is True  # 1 MiB held, but the episode is not over
+    loop.run_once()
+    markers = [i for i in consumer.items if isinstance(i, Dropped)]
+    assert len(markers) == 1 and markers[0].events == 2
+    assert handoff.reject(1, now=4.0) is False
+
+
+def test_events_wait_raw_and_are_unpacked_one_chunk_at_a_time():
+    r = Reader(max_bytes=64 * MiB)
+    raws = [f"t{n}\n\n".encode() + b"x" * (3 * MiB) for n in range(3)]
+    for n, raw in enumerate(raws):
+        r.receive(raw, float(n))
+    r.loop.run_once()
+    assert r.unpacked == raws[:1]  # was all three at once
+    assert [tag for tag, _ in r.consumer.items] == ["t0"]
+    run_all(r.loop)
+    assert r.unpacked == raws
+    assert [tag for tag, _ in r.consumer.items] == ["t0", "t1", "t2"]
+
+
 # -- Link: the bus link's state machine (issue 9, finding 11) ----------------------------------
 
 
