@@ -90,7 +90,11 @@ class _Connection:
 
 
 class _Watch(tornado.httputil.HTTPMessageDelegate):
-    """Passes a request through, noting its phase on the connection."""
+    """Passes a request through, noting its phase on the connection.
+
+    The connection stays evictable (in ``waiting``) until its request is complete and
+    handed to a handler (:meth:`finish`): headers or a body dribbled in hold no slot.
+    """
 
     def __init__(
         self,
@@ -106,7 +110,6 @@ class _Watch(tornado.httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: Any, headers: Any) -> Any:
         self.conn.phase, self.conn.since = "body", tornado.ioloop.IOLoop.current().time()
-        self.waiting.pop(self.stream, None)  # a request in flight is never evicted
         return self.delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Any:
@@ -114,6 +117,7 @@ class _Watch(tornado.httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         self.conn.phase = "done"
+        self.waiting.pop(self.stream, None)  # a request being handled is never evicted
         self.delegate.finish()
 
     def on_connection_close(self) -> None:
@@ -131,9 +135,10 @@ class Server(tornado.httpserver.HTTPServer):
     body) are counted as ``http_header_timeout`` / ``http_body_timeout``.
 
     When the total is full, the connection that has waited longest for a
-    request's headers (a slowloris, an idle keep-alive) is closed to make room
-    (``max_http_connections_evicted``); only when every connection has a request
-    in flight is the newcomer refused. A response the client does not read
+    request to be complete (headers or body: a slowloris, a dribbled body, an
+    idle keep-alive) is closed to make room (``max_http_connections_evicted``);
+    only when every connection has a request being handled or a response being
+    written is the newcomer refused. A response the client does not read
     within ``http_timeout`` closes its connection (``http_write_timeout``;
     tornado itself waits for it forever), checked by :meth:`sweep`.
     """
@@ -143,12 +148,12 @@ class Server(tornado.httpserver.HTTPServer):
         self.services = services
         self.http_timeout = float(services.config.http_timeout)
         self._open: dict[tornado.iostream.IOStream, _Connection] = {}
-        # connections waiting for a request's headers, longest-waiting first
+        # connections whose request is not complete yet (headers, body), longest-waiting first
         self._waiting: collections.OrderedDict[Any, _Connection] = collections.OrderedDict()
         self._sweeper: tornado.ioloop.PeriodicCallback | None = None
 
     def _evict_waiting(self) -> bool:
-        """Close the connection that has waited longest for headers; False if there is none."""
+        """Close the connection that has waited longest for a complete request; False if none."""
         if not self._waiting:
             return False
         stream, conn = self._waiting.popitem(last=False)
@@ -195,8 +200,9 @@ class Server(tornado.httpserver.HTTPServer):
             self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep, interval * 1000)
             self._sweeper.start()
         exempt = is_trusted(peer, services.trusted)
-        if services.http.refusal(key, exempt) == "total":
-            self._evict_waiting()
+        http = services.http
+        if http.refusal(key, exempt) == "total" and (exempt or http.count(key) < http.per_key):
+            self._evict_waiting()  # not for an address that its own cap refuses anyway
         refusal = services.http.acquire(key, exempt=exempt)
         if refusal is not None:
             services.refuse(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import json
 import os
 import socket
 import struct
@@ -23,7 +24,7 @@ from salt_ws.handlers import CLIENT_READY, WRITE_BATCH_BYTES, WRITE_TIMEOUT
 
 from .harness import ALICE, GOOD_TOKEN
 from .test_hardening import closed_after, raw, refusals, stays_open, until
-from .test_security_app import serving
+from .test_security_app import Auth, serving
 
 
 def masked(text: str) -> bytes:
@@ -196,13 +197,58 @@ async def test_when_http_is_full_the_oldest_connection_waiting_for_headers_makes
             writer.close()
 
 
-async def test_when_http_is_full_of_requests_in_flight_a_newcomer_is_refused():
-    async with serving(max_http_connections=2) as site:
-        held = [await raw(site) for _ in range(2)]
-        for _, writer in held:
+async def test_when_http_is_full_the_oldest_connection_dribbling_a_body_makes_room():
+    # red team b2: bodies dribbled to POST /login held every slot for http_timeout each
+    async with serving(max_http_connections=4, max_http_connections_per_address=8) as site:
+        held = []
+        for _ in range(4):
+            reader, writer = await raw_from(site, "127.0.0.2")
             writer.write(
                 b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100\r\n\r\n{"
+                b"Content-Length: 60000\r\n\r\n{"
+            )
+            held.append((reader, writer))
+            await asyncio.sleep(0.02)
+        await until(lambda: site.services.stats()["open"]["http_connections"] == 4)
+        await asyncio.sleep(0.05)  # every body has begun
+        conn = await site.connect(GOOD_TOKEN)  # was refused: no slot was evictable
+        assert conn is not None
+        assert await closed_after(held[0][0], 1.0) < 1.0  # the oldest undispatched one went
+        for reader, _ in held[1:]:
+            assert await stays_open(reader, 0.05)
+        assert refusals(site)["max_http_connections_evicted"] == 1
+        assert refusals(site)["max_http_connections"] == 0
+        for _, writer in held:
+            writer.close()
+
+
+async def test_an_address_at_its_own_cap_evicts_nobody_when_http_is_full():
+    async with serving(max_http_connections=4, max_http_connections_per_address=2) as site:
+        held = []
+        for address in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+            reader, writer = await raw_from(site, address)
+            writer.write(b"GET / HTTP/1.1\r\nHo")
+            held.append((reader, writer))
+            await asyncio.sleep(0.02)
+        await until(lambda: site.services.stats()["open"]["http_connections"] == 4)
+        reader, writer = await raw_from(site, "127.0.0.3")
+        assert await closed_after(reader, 1.0) < 0.5
+        assert refusals(site)["max_http_connections_evicted"] == 0  # was 1: 127.0.0.2's oldest
+        assert refusals(site)["max_http_connections"] == 1
+        for r, w in held:
+            assert await stays_open(r, 0.05)
+            w.close()
+        writer.close()
+
+
+async def test_when_http_is_full_of_requests_in_flight_a_newcomer_is_refused():
+    async with serving(auth=Auth(delay=1.0), max_http_connections=2) as site:
+        held = [await raw(site) for _ in range(2)]
+        body = json.dumps(ALICE).encode()
+        for _, writer in held:  # complete requests, handled by a slow eauth backend
+            writer.write(
+                b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
         await asyncio.sleep(0.1)
         reader, writer = await raw(site)
