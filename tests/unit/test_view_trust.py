@@ -457,7 +457,7 @@ def test_the_engine_reads_the_keys_for_the_view_and_reports_what_it_refused():
 
     engine = Engine(opts={}, config=parse({"disable_ssl": True, "max_minions": 50}))
     assert engine.view.limits.max_minions == 50
-    assert engine.view.limits.max_jobs_bytes == 256 * 1024 * 1024
+    assert engine.view.limits.max_jobs_bytes == parse({"disable_ssl": True}).max_jobs_bytes
     fleet = FakeFleet([REAL])
     engine.fleet = fleet  # type: ignore[assignment]
     engine.view.seed({REAL: {}}, accepted=[REAL])
