@@ -455,9 +455,10 @@ def test_the_engine_reads_the_keys_for_the_view_and_reports_what_it_refused():
     from salt_ws.config import parse
     from salt_ws.engine import Engine
 
-    engine = Engine(opts={}, config=parse({"disable_ssl": True, "max_minions": 50}))
+    config = parse({"disable_ssl": True, "max_minions": 50, "max_jobs_bytes": 5 << 20})
+    engine = Engine(opts={}, config=config)
     assert engine.view.limits.max_minions == 50
-    assert engine.view.limits.max_jobs_bytes == parse({"disable_ssl": True}).max_jobs_bytes
+    assert engine.view.limits.max_jobs_bytes == 5 << 20
     fleet = FakeFleet([REAL])
     engine.fleet = fleet  # type: ignore[assignment]
     engine.view.seed({REAL: {}}, accepted=[REAL])
