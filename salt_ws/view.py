@@ -825,16 +825,21 @@ class FormattedView:
         """
         found = []
         not_accepted = 0
+        accepted = self._accepted  # valid ids all (see _set_accepted)
         for mid in mids:
-            if mid in self._syndics or not self._id_ok(mid):
+            if mid in self._syndics:
                 continue
-            if local and mid not in self._accepted:
-                not_accepted += 1
-                continue
-            found.append(mid)
+            if local:
+                if mid in accepted:
+                    found.append(mid)
+                else:  # refused without a closer look: a forged new may list 100,000
+                    not_accepted += 1
+            elif self._id_ok(mid):
+                found.append(mid)
         if not_accepted:
             self._refuse("not_accepted", not_accepted)
             self._keys_wanted = True
+        found.sort()
         return found
 
     def _fun_text(self, fun: Any) -> str:

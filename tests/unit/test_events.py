@@ -56,7 +56,7 @@ JOB_NEW = [
             "tgt_type": "glob",
             "user": "root",
         },
-        JobNew(JID, "test.ping", "*", "glob", ("minion-1", "minion-2"), "root", STAMP, []),
+        JobNew(JID, "test.ping", "*", "glob", ("minion-2", "minion-1"), "root", STAMP, []),
     ),
     case(
         "arg-kept-in-salts-format",
@@ -100,7 +100,7 @@ JOB_NEW = [
         "junk-minion-ids-dropped-and-deduplicated",
         "salt/job/1/new",
         {"minions": ["b", "", None, 3, ["x"], "a", "b"]},
-        JobNew("1", "", None, "glob", ("a", "b"), None, None),
+        JobNew("1", "", None, "glob", ("b", "a"), None, None),  # in order; the view sorts
     ),
     case(
         "minions-as-tuple",
