@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 import websocket
@@ -17,7 +18,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from devenv import dev_master
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, timeout) and SIGHUP stop the daemons as Ctrl-C does
+
+
 def main() -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minions", type=int, default=1, help="how many minions (default 1)")
     parser.add_argument("--keep", action="store_true", help="keep the root dir afterwards")
