@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import enum
 import json
 import math
 import struct
@@ -24,6 +25,7 @@ __all__ = [
     "GAP_TAG",
     "MAX_DEPTH",
     "RESTORED_TAG",
+    "CloseCode",
     "FrameCache",
     "encode",
     "encode_event",
@@ -33,15 +35,51 @@ __all__ = [
     "text_size",
 ]
 
-# Close codes (RFC 6455 section 7.4.1; 4000-4999 are this application's own).
-CLOSE_GOING_AWAY = 1001  # the engine is stopping (salt-master shutdown)
-CLOSE_UNSUPPORTED = 1003  # the client sent a binary message
-CLOSE_POLICY = 1008  # the client sent something other than the handshake messages
-CLOSE_TOO_BIG = 1009  # an inbound message exceeded max_message_size (sent by tornado)
-CLOSE_TRY_AGAIN_LATER = 1013  # too many connections for this token
-CLOSE_TOO_SLOW = 4001  # the client fell client_queue_size messages or client_queue_bytes behind
-CLOSE_TOKEN_INVALID = 4401  # token invalid, expired, or revoked by /logout
-CLOSE_HANDSHAKE_TIMEOUT = 4408  # no token message / ready message within handshake_timeout
+
+class CloseCode(enum.IntEnum):
+    """Close codes the engine sends (RFC 6455 section 7.4.1; 4000-4999 are this application's).
+
+    Each member's :attr:`explanation` says when it is sent; the README's table of close codes
+    follows this list.
+    """
+
+    GOING_AWAY = 1001
+    UNSUPPORTED = 1003
+    POLICY = 1008
+    TOO_BIG = 1009
+    TRY_AGAIN_LATER = 1013
+    TOO_SLOW = 4001
+    TOKEN_INVALID = 4401
+    HANDSHAKE_TIMEOUT = 4408
+
+    @property
+    def explanation(self) -> str:
+        """When the engine closes a websocket with this code."""
+        return _CLOSE_EXPLANATIONS[self]
+
+
+_CLOSE_EXPLANATIONS = {
+    CloseCode.GOING_AWAY: "the engine is stopping (salt-master shutdown)",
+    CloseCode.UNSUPPORTED: "the client sent a binary message",
+    CloseCode.POLICY: "the client sent something other than the handshake messages",
+    CloseCode.TOO_BIG: "an inbound message exceeded max_message_size (sent by tornado)",
+    CloseCode.TRY_AGAIN_LATER: "a first-message token found a connection limit full, or its "
+    "address sent too many unknown tokens",
+    CloseCode.TOO_SLOW: "the client fell client_queue_size messages or client_queue_bytes "
+    "behind, or did not take a write batch within 30 s",
+    CloseCode.TOKEN_INVALID: "token invalid, expired, or revoked by /logout",
+    CloseCode.HANDSHAKE_TIMEOUT: "no token message / ready message within handshake_timeout",
+}
+
+# The names the rest of the engine uses.
+CLOSE_GOING_AWAY = CloseCode.GOING_AWAY
+CLOSE_UNSUPPORTED = CloseCode.UNSUPPORTED
+CLOSE_POLICY = CloseCode.POLICY
+CLOSE_TOO_BIG = CloseCode.TOO_BIG
+CLOSE_TRY_AGAIN_LATER = CloseCode.TRY_AGAIN_LATER
+CLOSE_TOO_SLOW = CloseCode.TOO_SLOW
+CLOSE_TOKEN_INVALID = CloseCode.TOKEN_INVALID
+CLOSE_HANDSHAKE_TIMEOUT = CloseCode.HANDSHAKE_TIMEOUT
 
 # Tags of the engine's own notices, sent in the event shape so that existing
 # clients need no new parsing. All three mean "events may have been missed".

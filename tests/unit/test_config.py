@@ -507,3 +507,16 @@ def test_trusted_proxies_refuse_what_is_not_an_address(raw):
     with pytest.raises(ConfigError) as err:
         parse({**PLAIN, "trusted_proxies": raw})
     assert err.value.option == "trusted_proxies"
+
+
+def test_the_readme_options_table_documents_every_option():
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("| option | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    documented = set(
+        re.findall(r"`([a-z_]+)`", "\n".join(r.split("|")[1] for r in table.splitlines()[2:]))
+    )
+    assert documented >= {f.name for f in dataclasses.fields(Config)}

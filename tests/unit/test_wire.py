@@ -322,3 +322,13 @@ def test_a_lone_surrogate_is_framed_as_valid_utf8():
     text = wire.encode_event("t", {"a": "\ud800 ok \u00e9"})
     data = wire.frame(text)[2:]
     assert data.decode("utf-8") == '{"tag":"t","data":{"a":"\ufffd ok \u00e9"}}'
+
+
+def test_every_close_code_is_explained_and_in_the_readme():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    for code in wire.CloseCode:
+        assert code.explanation, code
+        assert f"close **{int(code)}**" in readme, code
+    assert wire.CLOSE_TOO_SLOW == 4001 and isinstance(wire.CLOSE_TOO_SLOW, wire.CloseCode)
