@@ -171,6 +171,9 @@ class Engine:
         update = Update()
         now = time.time()
         view = self.view
+        audiences = self.hub.audiences(Channel.ALL_EVENTS)
+        # a new's minion lists matter only to limited audiences: cut them only for those
+        cut_news = not self.syndics and any(audience != ADMIN for audience in audiences)
         for item in items:
             if isinstance(item, (LinkChange, Dropped)):
                 self.job_funs.watch(now)  # events may have been missed up to here
@@ -180,7 +183,7 @@ class Engine:
                 continue
             tag, data = item
             job = self.job_funs.learn(tag, data, now)
-            if job is not None and job.kind == "new" and not self.syndics:
+            if cut_news and job is not None and job.kind == "new":
                 job = job.targets_within(data, view.accepted)  # once, not per audience
             events.append((tag, data, wire.encode_event(tag, data, self.master_id), job))
             try:
@@ -188,7 +191,7 @@ class Engine:
             except Exception:  # pylint: disable=broad-except
                 log.exception("salt_ws: the formatted view could not apply %r", tag)
         self.counters.events_received += len(items)
-        for audience in self.hub.audiences(Channel.ALL_EVENTS):
+        for audience in audiences:
             self.hub.publish(Channel.ALL_EVENTS, self._visible(events, audience), audience)
         self.view_changed(update)
 
