@@ -44,45 +44,60 @@ Configuration (master config; a ``rest_tornado:`` block moves over unchanged):
 
     engines:
       - ws:
-          port: 8000                 # default 8000
-          address: 0.0.0.0           # default 0.0.0.0 (all interfaces)
-          ssl_crt: /etc/pki/api/certs/server.crt   # required unless disable_ssl
-          ssl_key: /etc/pki/api/certs/server.key   # optional if the crt file holds both
-          disable_ssl: False         # default False: plain HTTP must be asked for
-          debug: False               # default False: log every request at INFO
-          cors_origin: null          # '*', one origin, or a list (as rest_tornado)
-          websockets: True           # default True; accepted for rest_tornado compatibility
-          backlog: 128               # listen backlog
-          num_processes: 1           # only 1 is supported inside an engine
-          client_queue_size: 10000   # messages a client may fall behind before it is cut
-          bind_retry_interval: 10    # seconds between retries while the port is in use
-          max_jobs: 1000             # jobs kept in the formatted view (oldest dropped first)
-          job_max_age: 86400         # seconds a job stays in the formatted view
-          job_timeout: 600           # seconds after which silent minions are marked failed
-          max_connections: 1000      # open websockets in all (HTTP 503 beyond)
+          port: 8000                  # TCP port
+          address: 0.0.0.0            # address to bind (0.0.0.0: all interfaces)
+          ssl_crt: /etc/pki/api/certs/server.crt  # required unless disable_ssl
+          ssl_key: /etc/pki/api/certs/server.key  # optional if the crt file holds both
+          disable_ssl: False          # plain HTTP must be asked for
+          debug: False                # accepted for rest_tornado; no effect
+          cors_origin: null           # '*', one origin, or a list (as rest_tornado)
+          websockets: True            # accepted for rest_tornado; always on
+          backlog: 128                # listen backlog
+          num_processes: 1            # only 1 is supported inside an engine
+          client_queue_size: 10000    # messages a client may fall behind before it is cut
+          bind_retry_interval: 10     # seconds between retries while the port is in use
+          max_jobs: 1000              # jobs kept in the formatted view (oldest dropped first)
+          job_max_age: 86400          # seconds a job stays in the formatted view
+          job_timeout: 600            # seconds after which silent minions are marked failed
+          max_connections: 1000       # open websockets in all (HTTP 503 beyond)
           max_connections_per_token: 100  # open websockets per token (HTTP 429 beyond)
-          max_message_size: 65536    # bytes of one inbound websocket message (close 1009)
-          max_body_size: 65536       # bytes of a /login or /logout body
-          handshake_timeout: 10      # seconds to send the token message / ready (close 4408)
-          login_max_failures: 5      # failed logins per address within the window (then 429)
-          login_failure_window: 60   # seconds
-          acl_refresh_interval: 30   # seconds between re-resolutions of eauth ACL targets
-          include_master: False      # add "master": <master id> to every message (multi-master)
+          max_message_size: 65536     # bytes of one inbound websocket message (close 1009)
+          max_body_size: 65536        # bytes of a /login or /logout body
+          handshake_timeout: 10       # seconds to send the token message / ready (4408)
+          login_max_failures: 5       # failed logins per address within the window (then 429)
+          login_failure_window: 60    # seconds
+          acl_refresh_interval: 30    # seconds between re-resolutions of eauth ACL targets
+          include_master: False       # add "master": <master id> to every message
           # hardening: see README "Security" for each limit
-          max_unauthenticated: 64    # websockets open without a checked token, in all
-          max_unauthenticated_per_address: 8   # ... from one address (IPv6: one /64)
-          http_timeout: 10           # seconds to send a request's headers and body; idle keep-alive
-          max_http_connections: 1000 # open HTTP connections not yet upgraded, in all
+          max_unauthenticated: 64     # websockets open without a checked token, in all
+          max_unauthenticated_per_address: 8  # ... from one address (IPv6: one /64)
+          http_timeout: 10            # seconds to send headers and body; keep-alive idle
+          max_http_connections: 1000  # open HTTP connections not yet upgraded, in all
           max_http_connections_per_address: 32  # ... from one address (IPv6: one /64)
-          max_connections_per_user: 200  # open websockets per user (eauth + name), all tokens
-          trusted_proxies: []        # addresses/networks whose X-Forwarded-For is believed
-          max_pending_logins: 16     # logins waiting for eauth (HTTP 503 beyond)
-          cookie_secure: False       # always mark the session cookie Secure (TLS proxy in front)
-          client_queue_bytes: 134217728  # bytes a client may fall behind before it is cut (4001)
-          frame_cache_bytes: 67108864    # bytes of encoded frames shared between clients
-          bus_queue_bytes: 268435456     # bytes of bus events waiting for the engine loop
-          max_minions: 100000        # minions in the formatted view (more are refused, counted)
-          max_jobs_bytes: 67108864   # bytes of the encoded jobs table (oldest jobs dropped first)
+          max_connections_per_user: 200  # open websockets per user (eauth + name)
+          trusted_proxies: []         # addresses/networks whose X-Forwarded-For is believed
+          max_pending_logins: 16      # logins waiting for eauth (HTTP 503 beyond)
+          cookie_secure: False        # always mark the session cookie Secure
+          client_queue_bytes: 134217728  # bytes a client may fall behind before it is cut
+          frame_cache_bytes: 67108864  # bytes of encoded frames shared between clients
+          bus_queue_bytes: 268435456  # bytes of bus events waiting for the engine loop
+          max_minions: 100000         # minions in the formatted view (more are refused)
+          max_jobs_bytes: 67108864    # bytes of the encoded jobs table (oldest dropped)
+          # streams: resume, heartbeats and tag filters
+          history_size: 10000         # events kept for resume; 0 turns resume off
+          history_max_bytes: 67108864  # bytes of encoded events kept for resume
+          ping_interval: 20           # seconds between websocket pings (0: none)
+          ping_timeout: 20            # seconds to answer a ping before the close
+          tick_interval: 15           # seconds of silence before a tick (0: none)
+          max_filters: 64             # tag filters one client may hold
+          max_filter_length: 1024     # characters of one tag filter
+          # formatted view
+          view_interval: 0.5          # seconds over which table changes are coalesced
+          view_grains: null           # grains kept per minion (null: all)
+          # metrics and dashboard
+          metrics: False              # serve Prometheus metrics at /metrics
+          metrics_allow: ["127.0.0.1", "::1"]  # who may read /metrics without an admin token
+          dashboard: True             # serve the dashboard page at /
 
 ``webhook_url`` and ``webhook_disable_auth`` are accepted and ignored. Any
 other option, a wrong type, an unreadable certificate or a missing

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import pathlib
+import re
 import socket
 import ssl
 import threading
 
 import pytest
 
-from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
+from salt_ws.config import (
+    DEFAULTS,
+    OPTIONS,
+    Config,
+    ConfigError,
+    docs_table,
+    docs_yaml,
+    parse,
+    ssl_context,
+)
 
 PLAIN = {"disable_ssl": True}  # the smallest valid configuration
 
@@ -22,97 +34,72 @@ def plain(**options):
 # -- defaults ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("option", "default"),
-    [
-        ("port", 8000),
-        ("address", "0.0.0.0"),
-        ("ssl_crt", None),
-        ("ssl_key", None),
-        ("disable_ssl", False),
-        ("debug", False),
-        ("cors_origin", None),
-        ("websockets", True),
-        ("backlog", 128),
-        ("num_processes", 1),
-        ("client_queue_size", 10000),
-        ("bind_retry_interval", 10.0),
-        ("max_jobs", 1000),
-        ("job_max_age", 86400.0),
-        ("job_timeout", 600.0),
-        ("max_connections", 1000),
-        ("max_connections_per_token", 100),
-        ("max_message_size", 65536),
-        ("max_body_size", 65536),
-        ("handshake_timeout", 10.0),
-        ("login_max_failures", 5),
-        ("login_failure_window", 60.0),
-        ("acl_refresh_interval", 30.0),
-        ("include_master", False),
-        ("max_unauthenticated", 64),
-        ("max_unauthenticated_per_address", 8),
-        ("http_timeout", 10.0),
-        ("max_http_connections", 1000),
-        ("max_http_connections_per_address", 32),
-        ("max_connections_per_user", 200),
-        ("trusted_proxies", ()),
-        ("max_pending_logins", 16),
-        ("cookie_secure", False),
-        ("client_queue_bytes", 128 * 1024 * 1024),
-        ("frame_cache_bytes", 64 * 1024 * 1024),
-        ("bus_queue_bytes", 256 * 1024 * 1024),
-        ("max_minions", 100_000),
-        ("max_jobs_bytes", 64 * 1024 * 1024),
-    ],
-    ids=str,
-)
+# Written out by hand, apart from the declaration, so that a default changed there shows here.
+DEFAULT_VALUES = [
+    ("port", 8000),
+    ("address", "0.0.0.0"),
+    ("ssl_crt", None),
+    ("ssl_key", None),
+    ("disable_ssl", False),
+    ("debug", False),
+    ("cors_origin", None),
+    ("websockets", True),
+    ("backlog", 128),
+    ("num_processes", 1),
+    ("client_queue_size", 10000),
+    ("bind_retry_interval", 10.0),
+    ("max_jobs", 1000),
+    ("job_max_age", 86400.0),
+    ("job_timeout", 600.0),
+    ("max_connections", 1000),
+    ("max_connections_per_token", 100),
+    ("max_message_size", 65536),
+    ("max_body_size", 65536),
+    ("handshake_timeout", 10.0),
+    ("login_max_failures", 5),
+    ("login_failure_window", 60.0),
+    ("acl_refresh_interval", 30.0),
+    ("include_master", False),
+    ("max_unauthenticated", 64),
+    ("max_unauthenticated_per_address", 8),
+    ("http_timeout", 10.0),
+    ("max_http_connections", 1000),
+    ("max_http_connections_per_address", 32),
+    ("max_connections_per_user", 200),
+    ("trusted_proxies", ()),
+    ("max_pending_logins", 16),
+    ("cookie_secure", False),
+    ("client_queue_bytes", 128 * 1024 * 1024),
+    ("frame_cache_bytes", 64 * 1024 * 1024),
+    ("bus_queue_bytes", 256 * 1024 * 1024),
+    ("max_minions", 100_000),
+    ("max_jobs_bytes", 64 * 1024 * 1024),
+    ("history_size", 10000),
+    ("history_max_bytes", 64 * 1024 * 1024),
+    ("ping_interval", 20.0),
+    ("ping_timeout", 20.0),
+    ("tick_interval", 15.0),
+    ("max_filters", 64),
+    ("max_filter_length", 1024),
+    ("view_interval", 0.5),
+    ("view_grains", None),
+    ("metrics", False),
+    ("metrics_allow", ("127.0.0.1/32", "::1/128")),
+    ("dashboard", True),
+]
+
+
+@pytest.mark.parametrize(("option", "default"), DEFAULT_VALUES, ids=str)
 def test_default(option, default):
     assert getattr(DEFAULTS, option) == default
+    assert type(getattr(DEFAULTS, option)) is type(default)
     if option != "disable_ssl":
         assert getattr(parse(PLAIN), option) == default
 
 
-def test_the_defaults_table_covers_every_option():
-    assert {f.name for f in dataclasses.fields(Config)} == {
-        "port",
-        "address",
-        "ssl_crt",
-        "ssl_key",
-        "disable_ssl",
-        "debug",
-        "cors_origin",
-        "websockets",
-        "backlog",
-        "num_processes",
-        "client_queue_size",
-        "bind_retry_interval",
-        "max_jobs",
-        "job_max_age",
-        "job_timeout",
-        "max_connections",
-        "max_connections_per_token",
-        "max_message_size",
-        "max_body_size",
-        "handshake_timeout",
-        "login_max_failures",
-        "login_failure_window",
-        "acl_refresh_interval",
-        "include_master",
-        "max_unauthenticated",
-        "max_unauthenticated_per_address",
-        "http_timeout",
-        "max_http_connections",
-        "max_http_connections_per_address",
-        "max_connections_per_user",
-        "trusted_proxies",
-        "max_pending_logins",
-        "cookie_secure",
-        "client_queue_bytes",
-        "frame_cache_bytes",
-        "bus_queue_bytes",
-        "max_minions",
-        "max_jobs_bytes",
-    }
+def test_the_defaults_table_covers_every_declared_option_in_order():
+    assert [name for name, _ in DEFAULT_VALUES] == list(OPTIONS)
+    assert [f.name for f in dataclasses.fields(Config)] == list(OPTIONS)
 
 
 def test_disable_ssl_alone_is_a_complete_configuration():
@@ -180,6 +167,35 @@ def test_tls_is_on_by_default_so_an_empty_entry_needs_ssl_crt(raw):
         ({"cors_origin": ("https://a.example",)}, "cors_origin", ("https://a.example",)),
         ({"ssl_crt": ""}, "ssl_crt", None),
         ({"ssl_key": None}, "ssl_key", None),
+        ({"history_size": 0}, "history_size", 0),
+        ({"history_size": "500"}, "history_size", 500),
+        ({"history_max_bytes": 0}, "history_max_bytes", 0),
+        ({"ping_interval": 0}, "ping_interval", 0.0),
+        ({"ping_interval": "0"}, "ping_interval", 0.0),
+        ({"ping_interval": 2.5}, "ping_interval", 2.5),
+        ({"ping_timeout": "30"}, "ping_timeout", 30.0),
+        ({"tick_interval": 0}, "tick_interval", 0.0),
+        ({"tick_interval": 1}, "tick_interval", 1.0),
+        ({"view_interval": 0}, "view_interval", 0.0),
+        ({"view_interval": 0.25}, "view_interval", 0.25),
+        ({"view_grains": None}, "view_grains", None),
+        ({"view_grains": []}, "view_grains", ()),
+        ({"view_grains": ["os", "osrelease"]}, "view_grains", ("os", "osrelease")),
+        ({"view_grains": ("os",)}, "view_grains", ("os",)),
+        ({"view_grains": [" os ", "os", "id"]}, "view_grains", ("os", "id")),
+        ({"view_grains": "os"}, "view_grains", ("os",)),
+        ({"view_grains": "os, osrelease,ip4_interfaces"}, "view_grains",
+         ("os", "osrelease", "ip4_interfaces")),
+        ({"metrics": True}, "metrics", True),
+        ({"metrics": "yes"}, "metrics", True),
+        ({"dashboard": False}, "dashboard", False),
+        ({"dashboard": "no"}, "dashboard", False),
+        ({"metrics_allow": None}, "metrics_allow", ()),
+        ({"metrics_allow": []}, "metrics_allow", ()),
+        ({"metrics_allow": "10.1.2.0/24"}, "metrics_allow", ("10.1.2.0/24",)),
+        ({"metrics_allow": ["127.0.0.1", "::1"]}, "metrics_allow", ("127.0.0.1/32", "::1/128")),
+        ({"max_filters": "8"}, "max_filters", 8),
+        ({"max_filter_length": 200}, "max_filter_length", 200),
     ],
     ids=repr,
 )  # fmt: skip
@@ -257,6 +273,34 @@ def test_disable_ssl_false_with_a_certificate_serves_tls(tls_files):
         ("ssl_crt", 5, "non-empty string"),
         ("ssl_crt", "   ", "non-empty string"),
         ("ssl_key", ["key.pem"], "non-empty string"),
+        ("history_size", 1.5, "expected an integer"),
+        ("history_size", "lots", "expected an integer"),
+        ("ping_interval", 0.5, "must be 0 (off) or between 1 and 3600, got 0.5"),
+        ("ping_interval", -1, "must be 0 (off) or between 1 and 3600, got -1"),
+        ("ping_interval", 3601, "must be 0 (off) or between 1 and 3600, got 3601"),
+        ("ping_interval", float("nan"), "must be 0 (off) or between 1 and 3600"),
+        ("ping_interval", float("inf"), "must be 0 (off) or between 1 and 3600"),
+        ("ping_interval", "often", "expected a number"),
+        ("ping_interval", True, "expected a number"),
+        ("ping_timeout", 0, "between 1 and 3600, got 0"),
+        ("tick_interval", 0.9, "must be 0 (off) or between 1 and 3600"),
+        ("tick_interval", None, "expected a number"),
+        ("view_interval", 61, "between 0 and 60"),
+        ("view_interval", -0.5, "between 0 and 60"),
+        ("view_grains", 5, "expected a list of grain names"),
+        ("view_grains", {"os": True}, "expected a list of grain names"),
+        ("view_grains", {"os"}, "expected a list of grain names"),
+        ("view_grains", ["os", 5], "not a grain name: 5"),
+        ("view_grains", ["os", None], "not a grain name: None"),
+        ("view_grains", ["os", ""], "not a grain name: ''"),
+        ("view_grains", "", "not a grain name: ''"),
+        ("view_grains", "os,,id", "not a grain name: ''"),
+        ("view_grains", ["os:family"], "top-level grain names only"),
+        ("metrics", "on", "expected True or False"),
+        ("dashboard", 1, "expected True or False"),
+        ("metrics_allow", ["localhost"], "not an address or network: 'localhost'"),
+        ("metrics_allow", 5, "list of addresses or networks"),
+        ("max_filters", "all", "expected an integer"),
     ],
     ids=lambda v: repr(v),
 )
@@ -266,6 +310,79 @@ def test_invalid_value_names_the_option(option, value, says):
     assert err.value.option == option
     assert says in err.value.message
     assert str(err.value) == f"option '{option}': {err.value.message}"
+
+
+# Every numeric option's accepted range, written out by hand: both ends are accepted, the next
+# value past either end is refused with the range in the message.
+BOUNDS = [
+    ("port", 1, 65535),
+    ("backlog", 1, 65535),
+    ("num_processes", 1, 1),
+    ("client_queue_size", 10, 10_000_000),
+    ("bind_retry_interval", 1.0, 3600.0),
+    ("max_jobs", 1, 1_000_000),
+    ("job_max_age", 60.0, 365 * 86400.0),
+    ("job_timeout", 1.0, 7 * 86400.0),
+    ("max_connections", 1, 1_000_000),
+    ("max_connections_per_token", 1, 1_000_000),
+    ("max_message_size", 64, 16 * 1024 * 1024),
+    ("max_body_size", 1024, 16 * 1024 * 1024),
+    ("handshake_timeout", 0.1, 3600.0),
+    ("login_max_failures", 1, 1_000_000),
+    ("login_failure_window", 1.0, 86400.0),
+    ("acl_refresh_interval", 1.0, 86400.0),
+    ("max_unauthenticated", 1, 1_000_000),
+    ("max_unauthenticated_per_address", 1, 1_000_000),
+    ("http_timeout", 0.5, 3600.0),
+    ("max_http_connections", 1, 1_000_000),
+    ("max_http_connections_per_address", 1, 1_000_000),
+    ("max_connections_per_user", 1, 1_000_000),
+    ("max_pending_logins", 1, 10_000),
+    ("client_queue_bytes", 65536, 1 << 40),
+    ("frame_cache_bytes", 0, 1 << 40),
+    ("bus_queue_bytes", 1 << 20, 1 << 40),
+    ("max_minions", 1, 10_000_000),
+    ("max_jobs_bytes", 1 << 20, 1 << 40),
+    ("history_size", 0, 10_000_000),
+    ("history_max_bytes", 0, 1 << 40),
+    ("ping_interval", 1.0, 3600.0),  # or 0 (off)
+    ("ping_timeout", 1.0, 3600.0),
+    ("tick_interval", 1.0, 3600.0),  # or 0 (off)
+    ("view_interval", 0.0, 60.0),
+    ("max_filters", 1, 10_000),
+    ("max_filter_length", 1, 65536),
+]
+
+
+def _shown(number):
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+@pytest.mark.parametrize(("option", "lo", "hi"), BOUNDS, ids=str)
+def test_numeric_bounds(option, lo, hi):
+    for value in (lo, hi, str(lo), str(hi)):
+        parsed = getattr(parse(plain(**{option: value})), option)
+        assert parsed == type(lo)(value)
+        assert type(parsed) is type(lo)
+    if isinstance(lo, int):
+        outside = (lo - 1, hi + 1)
+    else:
+        outside = (math.nextafter(lo, -math.inf), math.nextafter(hi, math.inf))
+    for value in outside:
+        with pytest.raises(ConfigError) as err:
+            parse(plain(**{option: value}))
+        assert err.value.option == option
+        assert f"between {_shown(lo)} and {_shown(hi)}, got " in err.value.message
+
+
+def test_the_bounds_table_covers_every_numeric_option():
+    numeric = {name for name, default in DEFAULT_VALUES if type(default) in (int, float)}
+    assert {name for name, _, _ in BOUNDS} == numeric
+
+
+@pytest.mark.parametrize("option", ["ping_interval", "tick_interval"])
+def test_zero_turns_an_interval_off(option):
+    assert getattr(parse(plain(**{option: 0})), option) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -474,20 +591,6 @@ def test_non_string_option_names_are_config_errors(raw):
     assert isinstance(err.value.option, str)
 
 
-def test_engine_docstring_documents_every_option_with_its_default():
-    import salt_ws.ext_engines.ws as engine_shim
-    import yaml
-
-    doc = engine_shim.__doc__
-    block = doc[doc.index("engines:") : doc.index("``webhook_url``")]
-    documented = yaml.safe_load(block)["engines"][0]["ws"]
-    assert set(documented) == {f.name for f in dataclasses.fields(Config)}
-    for option, value in documented.items():
-        if option not in ("ssl_crt", "ssl_key", "address"):  # examples, not defaults
-            default = getattr(DEFAULTS, option)
-            assert value == (list(default) if isinstance(default, tuple) else default), option
-
-
 @pytest.mark.parametrize(
     ("raw", "parsed"),
     [
@@ -509,14 +612,112 @@ def test_trusted_proxies_refuse_what_is_not_an_address(raw):
     assert err.value.option == "trusted_proxies"
 
 
-def test_the_readme_options_table_documents_every_option():
-    import pathlib
-    import re
+# -- the declaration and the documents derived from it ----------------------------------------
 
-    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
-    table = readme[readme.index("| option | default | meaning |") :]
-    table = table[: table.index("\n\n")]
-    documented = set(
-        re.findall(r"`([a-z_]+)`", "\n".join(r.split("|")[1] for r in table.splitlines()[2:]))
+ROOT = pathlib.Path(__file__).parents[2]
+
+
+def test_every_config_field_is_a_declared_option():
+    for field in dataclasses.fields(Config):
+        option = OPTIONS[field.name]
+        assert option.name == field.name
+        assert option.default == field.default
+        # the hand-written annotation (what mypy sees) is the type the option's kind produces
+        assert field.type == option.kind.annotation, field.name
+        assert option.doc and option.details, field.name
+
+
+@pytest.mark.parametrize("name", list(OPTIONS), ids=str)
+def test_an_option_checks_its_own_default(name):
+    option = OPTIONS[name]
+    if option.example is None:
+        assert option.kind.check(name, option.default) == option.default
+
+
+def _docstring_yaml() -> str:
+    import salt_ws.ext_engines.ws as engine_shim
+
+    doc = engine_shim.__doc__
+    start = doc.index(".. code-block:: yaml\n\n") + len(".. code-block:: yaml\n\n")
+    return doc[start : doc.index("\n\n", start)]
+
+
+def _readme_table() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("| option | default | meaning |")
+    return readme[start : readme.index("\n\n", start)]
+
+
+def test_the_engine_docstring_block_is_the_declaration_rendered():
+    # on failure: .venv/bin/python scripts/config_docs.py (rewrites the block)
+    assert _docstring_yaml() == docs_yaml()
+
+
+def test_the_readme_options_table_is_the_declaration_rendered():
+    # on failure: .venv/bin/python scripts/config_docs.py (rewrites the table)
+    assert _readme_table() == docs_table()
+
+
+def test_the_engine_docstring_documents_every_option_with_its_default():
+    import yaml
+
+    documented = yaml.safe_load(_docstring_yaml())["engines"][0]["ws"]
+    assert list(documented) == list(OPTIONS)
+    for name, value in documented.items():
+        option = OPTIONS[name]
+        if option.example is None:
+            assert option.kind.check(name, value) == option.default, name
+        else:
+            assert value == option.example, name
+    assert {name for name, option in OPTIONS.items() if option.example is not None} == {
+        "ssl_crt",
+        "ssl_key",
+    }
+
+
+def test_the_engine_docstring_stays_within_the_line_length():
+    assert max(len(line) for line in docs_yaml().splitlines()) <= 100
+
+
+def test_the_readme_options_table_documents_every_option_with_its_default():
+    import yaml
+
+    rows = _readme_table().splitlines()
+    assert rows[0] == "| option | default | meaning |"
+    documented = {}
+    for row in rows[2:]:
+        name, default, meaning = (cell.strip() for cell in row.strip("|").split("|"))
+        assert meaning, row
+        documented[re.fullmatch(r"`([a-z_]+)`", name).group(1)] = default
+    assert list(documented) == list(OPTIONS)
+    for name, default in documented.items():
+        value = yaml.safe_load(default.strip("`"))
+        assert OPTIONS[name].kind.check(name, value) == OPTIONS[name].default, name
+
+
+def _config_docs_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "config_docs", ROOT / "scripts" / "config_docs.py"
     )
-    assert documented >= {f.name for f in dataclasses.fields(Config)}
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_script_rewrites_only_the_generated_parts():
+    script = _config_docs_script()
+    stale_doc = (
+        '"""Intro.\n\n.. code-block:: yaml\n\n'
+        "    engines:\n      - ws:\n          port: 1\n\nAfter.\n"
+        '"""\n'
+    )
+    assert script.with_docstring_block(stale_doc) == (
+        '"""Intro.\n\n.. code-block:: yaml\n\n' + docs_yaml() + '\n\nAfter.\n"""\n'
+    )
+    stale_readme = (
+        "# T\n\n| option | default | meaning |\n|---|---|---|\n| `port` | 1 | x |\n\nEnd\n"
+    )
+    assert script.with_readme_table(stale_readme) == "# T\n\n" + docs_table() + "\n\nEnd\n"
+    assert script.main(["--check"]) == 0
