@@ -15,7 +15,7 @@ import tornado.iostream
 import tornado.web
 
 from salt_ws.auth import loggable
-from salt_ws.handlers import EventsHandler, LoginHandler, LogoutHandler, Services
+from salt_ws.handlers import EventsHandler, EventsSSEHandler, LoginHandler, LogoutHandler, Services
 from salt_ws.hub import Channel
 from salt_ws.limits import address_key, is_trusted
 
@@ -64,13 +64,18 @@ def make_app(services: Services) -> tornado.web.Application:
             EventsHandler,
             {**kwargs, "channel": Channel.FORMATTED_EVENTS},
         ),
+        (r"/events", EventsSSEHandler, kwargs),
     ]
+    cfg = services.config
     return tornado.web.Application(
         routes,
         debug=False,  # tornado's debug mode autoreloads and serves tracebacks: never in an engine
         serve_traceback=False,
         log_function=_log_request,
-        websocket_max_message_size=services.config.max_message_size,
+        websocket_max_message_size=cfg.max_message_size,
+        # heartbeats: a ping every ping_interval s; no pong within ping_timeout closes
+        websocket_ping_interval=cfg.ping_interval or None,
+        websocket_ping_timeout=cfg.ping_timeout,
     )
 
 
@@ -151,6 +156,15 @@ class Server(tornado.httpserver.HTTPServer):
         # connections whose request is not complete yet (headers, body), longest-waiting first
         self._waiting: collections.OrderedDict[Any, _Connection] = collections.OrderedDict()
         self._sweeper: tornado.ioloop.PeriodicCallback | None = None
+        services.detach_http = self.detach
+
+    def detach(self, stream: Any) -> None:
+        """Stop counting ``stream`` as an HTTP connection: it carries an event stream
+        now (SSE), which the stream budgets count, as after a websocket upgrade."""
+        self._waiting.pop(stream, None)
+        conn = self._open.pop(stream, None)
+        if conn is not None:
+            self.services.http.release(conn.key)
 
     def _evict_waiting(self) -> bool:
         """Close the connection that has waited longest for a complete request; False if none."""

@@ -35,6 +35,7 @@ import time
 from typing import Any, Callable
 
 from salt_ws.config import DEFAULTS
+from salt_ws.pipeline import Dropped, LinkChange
 
 __all__ = [
     "DRAIN_CHUNK_BYTES",
@@ -81,45 +82,6 @@ MAX_RETRY = 30.0  # the longest interval between probes
 START_GRACE = 5.0  # how long the first probe may take before the link counts as lost
 REMIND_EVERY = 600.0  # seconds between WARNING lines while the link stays down
 RECENT_PROBES = 8  # nonces remembered: a late answer to an earlier probe still counts
-
-
-class LinkChange:
-    """A marker in the event stream: the bus link went down or came back."""
-
-    __slots__ = ("at", "up")
-
-    def __init__(self, up: bool, at: float) -> None:
-        self.up = up
-        self.at = at
-
-    def __repr__(self) -> str:
-        return f"LinkChange(up={self.up}, at={self.at})"
-
-
-class Dropped:
-    """A marker in the event stream: events were dropped here (``bus_queue_bytes``).
-
-    ``at`` and ``until`` are the times of the first and last dropped event;
-    ``events`` and ``bytes`` say how many were dropped and their raw size.
-    """
-
-    __slots__ = ("at", "bytes", "events", "until")
-
-    def __init__(self, at: float) -> None:
-        self.at = self.until = at
-        self.events = 0
-        self.bytes = 0
-
-    def add(self, size: int, now: float) -> None:
-        """Count one more dropped event of ``size`` bytes."""
-        self.events += 1
-        self.bytes += size
-        self.until = now
-
-    def __repr__(self) -> str:
-        return (
-            f"Dropped(at={self.at}, until={self.until}, events={self.events}, bytes={self.bytes})"
-        )
 
 
 class Handoff:

@@ -34,14 +34,15 @@ import tornado.httpserver
 import tornado.netutil
 
 from salt_ws import wire
-from salt_ws.acl import ADMIN, NOTICE, JobEvent, JobFunctions, Permissions, audience_key, targets_of
+from salt_ws.acl import ADMIN, JobFunctions, Permissions, audience_key, targets_of
 from salt_ws.app import make_server
 from salt_ws.auth import Authenticator, install_log_redaction
-from salt_ws.bus import BusReader, Dropped, Handoff, LinkChange
+from salt_ws.bus import BusReader, Handoff
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
+from salt_ws.pipeline import Entry, Group, Pipeline
 from salt_ws.status import StatusServer, socket_path
 from salt_ws.view import FormattedView, LoadGrains, ReloadKeys, Update, ViewLimits
 
@@ -107,7 +108,6 @@ class Counters:
     events_received: int = 0
     connections: int = 0
     messages_sent: int = 0
-    bus_reconnects: int = 0
 
 
 class Engine:
@@ -152,11 +152,16 @@ class Engine:
         )
         self.fleet: Fleet | None = None
         self._stopping: asyncio.Event | None = None
-        self._link_down_since: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.audiences: dict[str, Permissions] = {}
-        # jid -> function and arguments, for the ACL (jids dated as the master makes them)
-        self.job_funs = JobFunctions(utc_jid=bool(self.opts.get("utc_jid", False)))
+        # the event stream: ids, history, audiences, per-group encodings
+        self.stream = Pipeline(
+            self.master_id,
+            history_size=config.history_size,
+            history_max_bytes=config.history_max_bytes,
+            utc_jid=bool(self.opts.get("utc_jid", False)),
+            accepted=lambda: self.view.accepted,
+            syndics=self.syndics,
+        )
         self.grains = GrainsQueue()
         # grains reads and admission's target resolution each on a thread of their own,
         # not queued behind the default executor's fleet work (reseed, presence, keys)
@@ -166,61 +171,39 @@ class Engine:
     # -- bus -> hub -------------------------------------------------------------
 
     def consume(self, items: list[Any]) -> None:
-        """Publish each bus item, encoded once, and apply it to the view (engine loop)."""
-        events: list[tuple[str, Any, str, JobEvent | None]] = []
-        update = Update()
+        """Number and publish the bus items (each encoded once per group), apply them to
+        the view (engine loop)."""
         now = time.time()
+        batch = self.stream.feed(items, now)
+        self.counters.events_received += len(items)
+        update = Update()
         view = self.view
-        audiences = self.hub.audiences(Channel.ALL_EVENTS)
-        # a new's minion lists matter only to limited audiences: cut them only for those
-        cut_news = not self.syndics and any(audience != ADMIN for audience in audiences)
-        for item in items:
-            if isinstance(item, (LinkChange, Dropped)):
-                self.job_funs.watch(now)  # events may have been missed up to here
-                events.append(("salt_ws/", NOTICE, self._link_notice(item), None))
-                if isinstance(item, Dropped) or item.up:
-                    self._spawn(self._reseed())  # the view may have missed changes
-                continue
-            tag, data = item
-            job = self.job_funs.learn(tag, data, now)
-            if cut_news and job is not None and job.kind == "new":
-                job = job.targets_within(data, view.accepted)  # once, not per audience
-            events.append((tag, data, wire.encode_event(tag, data, self.master_id), job))
+        for tag, data in batch.events:
             try:
                 update.merge(view.apply(tag, data, now))
             except Exception:  # pylint: disable=broad-except
                 log.exception("salt_ws: the formatted view could not apply %r", tag)
-        self.counters.events_received += len(items)
-        for audience in audiences:
-            self.hub.publish(Channel.ALL_EVENTS, self._visible(events, audience), audience)
+        if batch.reseed:
+            self._spawn(self._reseed())  # the view may have missed changes
+        self.publish(batch.entries)
         self.view_changed(update)
 
-    def _visible(
-        self, events: list[tuple[str, Any, str, JobEvent | None]], audience: str
-    ) -> list[str]:
-        """The encoded events ``audience`` may see (re-encoded only where cut down).
+    def publish(self, entries: list[Entry]) -> None:
+        """Queue ``entries`` for every ``/all_events`` (and ``/events``) group."""
+        hub = self.hub
+        groups = [key for key in hub.keys(Channel.ALL_EVENTS) if isinstance(key, Group)]
+        for group, messages in self.stream.fan_out(entries, groups).items():
+            hub.publish(Channel.ALL_EVENTS, messages, key=group)
 
-        The engine's own notices carry :data:`~salt_ws.acl.NOTICE` for a payload and
-        reach every audience; bus events are judged by :mod:`salt_ws.acl`.
-        """
-        if audience == ADMIN:
-            return [encoded for _, _, encoded, _ in events]
-        perms = self.audiences.get(audience)
-        messages = []
-        for tag, data, encoded, job in events:
-            if data is NOTICE:
-                messages.append(encoded)
-                continue
-            if perms is None:
-                continue
-            shown = perms.filter_event(data, job)
-            if shown is None:  # (a payload of None is dropped, not "unchanged")
-                continue
-            if shown is data:
-                messages.append(encoded)
-            else:
-                messages.append(wire.encode_event(tag, shown, self.master_id))
-        return messages
+    @property
+    def audiences(self) -> dict[str, Permissions]:
+        """Audience key -> its permissions (the pipeline's)."""
+        return self.stream.audiences
+
+    @property
+    def job_funs(self) -> JobFunctions:
+        """What the ACL knows of recent jobs (the pipeline's)."""
+        return self.stream.job_funs
 
     def view_changed(self, update: Update) -> None:
         """Send the changed tables (encoded once per audience) and start the update's commands."""
@@ -376,6 +359,7 @@ class Engine:
                     # it expired (which logs the token).
                     self.services.close_expired(now + EXPIRE_EARLY)
                     self.services.close_stalled(time.monotonic())  # writes stuck WRITE_TIMEOUT
+                    self.services.tick(time.monotonic())  # quiet envelope / SSE clients
                     due = self.auth.reap(now + EXPIRE_EARLY)
                     if due:
                         await self.auth.run(self.auth.forget, due)
@@ -393,40 +377,6 @@ class Engine:
                 if not failing:
                     log.exception("salt_ws: housekeeping step failed; continuing")
                 failing = True
-
-    def _link_notice(self, change: LinkChange | Dropped) -> str:
-        if isinstance(change, Dropped):  # the engine fell more than bus_queue_bytes behind
-            return wire.notice(
-                wire.DROPPED_TAG,
-                wire.stamp(change.until),
-                self.master_id,
-                reason="the engine fell more than bus_queue_bytes behind the event bus; "
-                "events between down_since and now were dropped",
-                down_since=wire.stamp(change.at),
-                missed=True,
-                dropped=change.events,
-                dropped_bytes=change.bytes,
-            )
-        if not change.up:
-            self._link_down_since = change.at
-            return wire.notice(
-                wire.GAP_TAG,
-                wire.stamp(change.at),
-                self.master_id,
-                reason="the engine lost its master event bus connection; reconnecting",
-                missed=True,
-            )
-        self.counters.bus_reconnects += 1
-        since = self._link_down_since
-        self._link_down_since = None
-        return wire.notice(
-            wire.RESTORED_TAG,
-            wire.stamp(change.at),
-            self.master_id,
-            reason="event bus connection restored; events between down_since and now were missed",
-            down_since=wire.stamp(since) if since else None,
-            missed=True,
-        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -462,7 +412,7 @@ class Engine:
         self._spawn(self._housekeeping())
 
         self.services = Services(
-            self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit
+            self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit, self.stream
         )
         self.server = make_server(self.services, self.tls)
         sockets = await self._bind()
@@ -553,7 +503,7 @@ class Engine:
             "queue_high_water": hub.stats.queue_high_water,
             "client_queue_size": cfg.client_queue_size,
             "bus_connected": bool(self.bus and self.bus.connected),
-            "bus_reconnects": counters.bus_reconnects,
+            "bus_reconnects": self.stream.bus_reconnects,
             **(self.bus.stats() if self.bus is not None else {}),
             "minions": len(self.view.minion_ids),
             "jobs": self.view.job_count,
@@ -564,6 +514,7 @@ class Engine:
             "acl_jobs": self.job_funs.stats(),
             "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
             "limits": self.services.stats() if self.services is not None else {},
+            "stream": self.stream.status(),  # ids, history, replays and gaps
         }
 
 

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, Mapping, cast
+from typing import Any, Awaitable, Callable, cast
 
 import tornado.iostream
 import tornado.web
@@ -33,12 +33,24 @@ from salt_ws.acl import ADMIN
 from salt_ws.auth import MAX_TOKEN_EXPIRE, LoginBusy, LoginFailed, check_token_expire, loggable
 from salt_ws.hub import Channel, Subscription
 from salt_ws.limits import LoginThrottle, Slots, address_key, client_address, networks
+from salt_ws.pipeline import Pipeline
+from salt_ws.session import (
+    CLIENT_READY,
+    ReplyKind,
+    RequestError,
+    Session,
+    State,
+    StreamRequest,
+    over_a_limit,
+    parse_request,
+)
 
 __all__ = [
     "AUTH_COOKIE",
     "CLIENT_READY",
     "REFUSALS",
     "EventsHandler",
+    "EventsSSEHandler",
     "LoginHandler",
     "LogoutHandler",
     "Services",
@@ -47,7 +59,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AUTH_COOKIE = "session_id"  # saltnado's cookie name
-CLIENT_READY = "websocket client ready"
 WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
 WRITE_BATCH_BYTES = 2**20  # bytes per flush (at least one message): what a non-reader pins
 WRITE_TIMEOUT = 30.0  # seconds a batch may take to reach the client before it is cut (4001)
@@ -106,6 +117,7 @@ class Services:
         counters: Any,
         snapshot: Callable[[Channel, Any], list[str]] = lambda channel, audience: [],
         admit: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+        stream: Pipeline | None = None,
     ) -> None:
         self.config = config
         self.hub = hub
@@ -113,8 +125,14 @@ class Services:
         self.counters = counters
         self.snapshot = snapshot
         self.admit = admit or _admit_everyone
-        self.sockets: set[EventsHandler] = set()  # open websockets
+        # the event stream (ids, history, audiences); tests may leave it to us
+        self.stream = stream if stream is not None else Pipeline()
+        self.sockets: set[_Stream] = set()  # open websockets and SSE streams
+        # the HTTP server's: stop counting a connection as HTTP (an SSE stream began)
+        self.detach_http: Callable[[Any], None] = lambda stream: None
         self.frames = wire.FrameCache(config.frame_cache_bytes)  # frames shared by all clients
+        # SSE: the UTF-8 bytes of each message, shared likewise (a quarter of the bound)
+        self.texts = wire.FrameCache(config.frame_cache_bytes // 4, build=wire.utf8)
         self.throttle = LoginThrottle(
             config.login_max_failures,
             config.login_failure_window,
@@ -129,6 +147,17 @@ class Services:
         )
         self.http = Slots(config.max_http_connections, config.max_http_connections_per_address)
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+
+    def authenticated(self) -> int:
+        """Open streams with a checked token (what ``max_connections`` counts)."""
+        return sum(1 for h in self.sockets if h.session is not None)
+
+    def tick(self, now: float) -> None:
+        """Ticks and keepalives for streams quiet for ``tick_interval`` (``now``: monotonic)."""
+        interval = self.config.tick_interval
+        if interval:
+            for handler in list(self.sockets):
+                handler.tick(now, interval)
 
     def refuse(self, reason: str) -> None:
         """Count a refusal (one of :data:`REFUSALS`)."""
@@ -146,7 +175,7 @@ class Services:
         return {
             "open": {
                 "websockets": len(self.sockets),
-                "authenticated": sum(1 for h in self.sockets if h.session is not None),
+                "authenticated": self.authenticated(),
                 "unauthenticated": len(self.unauthenticated),
                 "http_connections": len(self.http),
                 "logins_pending": auth_stats.get("logins_pending", 0),
@@ -204,13 +233,6 @@ def _error(status: int, message: str) -> dict[str, str]:
         "status": f"{status} {http.client.responses.get(status, 'Error')}",
         "return": message,
     }
-
-
-def _user(session: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """Whom ``max_connections_per_user`` counts: the session's eauth and name."""
-    if session is None:
-        return None
-    return (str(session.get("eauth")), str(session.get("name")))
 
 
 def _check_cors_origin(origin: str, allowed: str | tuple[str, ...] | None) -> str | None:
@@ -439,88 +461,71 @@ class LogoutHandler(BaseHandler):
         self.reply({"return": "Your token has been cleared"})
 
 
-def _token_message(message: str) -> str | None:
-    """The token of a first message ``{"token": "..."}``, else None."""
-    try:
-        data = json.loads(message)
-    except ValueError:
-        return None
-    token = data.get("token") if isinstance(data, dict) else None
-    return token if isinstance(token, str) and token else None
+class _Stream:
+    """What the websocket and SSE handlers share: the session, admission, the pump.
 
-
-class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
-    """A websocket streaming one :class:`~salt_ws.hub.Channel` after the ready handshake.
-
-    The token comes from the URL (saltnado's ``/<endpoint>/<token>``), the
-    ``X-Auth-Token`` header, the ``session_id`` cookie, or — for browsers,
-    which cannot set headers on websockets — a first message
-    ``{"token": "..."}``. A token given before the upgrade is checked before
-    it (401 otherwise). Nothing is sent until the client sends
-    ``websocket client ready``; from then on every message of the channel
-    that the token's permissions allow is sent in order, or the socket is
-    closed with a code and reason (:mod:`salt_ws.wire`).
+    A handler provides ``_write(data) -> future``, ``_frame(text) -> bytes``,
+    ``_writable()`` and ``close(code, reason)``; everything else is here.
     """
 
     services: Services
     channel: Channel
+    request: Any
+    client: Session
 
-    def initialize(self, services: Services, channel: Channel) -> None:
+    def _setup(self, services: Services, channel: Channel) -> None:
         self.services = services
         self.channel = channel
-        self.token: str | None = None
-        self.session: Any = None
-        self.audience: Any = None
+        self.client = Session(channel.value)
+        self.perms: Any = None  # what admission made of the token (its Permissions)
         self._sub: Subscription | None = None
-        self._inflight: asyncio.Future[None] | None = None  # a batch tornado has not flushed
+        self._inflight: asyncio.Future[None] | None = None  # a batch not yet flushed
         self._inflight_bytes = 0  # its size
         self._inflight_since = 0.0  # since when (time.monotonic())
-        self._deadline: asyncio.TimerHandle | None = None
-        self._authenticating = False
-        self._ready_early = False
         self.address = ""  # the client's (see Services.client_address)
         self._key = ""  # what per-address limits count (IPv6: the /64)
-        self._unauthenticated: str | None = None  # key of the unauthenticated slot held
 
-    def _refuse(self, status: int, message: str) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(wire.encode(_error(status, message)))
+    @property
+    def token(self) -> str | None:
+        """The client's token (None until it checked out)."""
+        return self.client.token
+
+    @property
+    def session(self) -> Any:
+        """The token's data (None until it checked out)."""
+        return self.client.user
+
+    def _parse(self) -> StreamRequest:
+        cfg = self.services.config
+        args = {
+            name: [v.decode("utf-8", "replace") for v in values]
+            for name, values in self.request.query_arguments.items()
+        }
+        request = parse_request(
+            args,
+            "events" if self.client.sse else self.channel.value,
+            self.request.headers.get("Last-Event-ID") if self.client.sse else None,
+            max_filters=cfg.max_filters,
+            max_filter_length=cfg.max_filter_length,
+        )
+        if request.since is not None:
+            problem = self.services.stream.check(request.since)
+            if problem:
+                raise RequestError(problem)
+        return request
 
     async def _authenticate(self, token: str) -> bool:
         auth = self.services.auth
-        session = await auth.run(auth.session, token)
-        if session is None:
+        user = await auth.run(auth.session, token)
+        if user is None:
             return False
-        self.audience = await self.services.admit(session)
-        self.token, self.session = token, session
+        audience = self.perms = await self.services.admit(user)
+        self.client.authenticated(token, user, audience.key if audience is not None else ADMIN)
         return True
 
     def _over_a_limit(self) -> tuple[str, str] | None:
-        """(option, message) of the connection limit an authenticated ``self`` exceeds.
-
-        Counts the other authenticated sockets, so it holds before the upgrade
-        and after a first-message authentication alike.
-        """
-        cfg = self.services.config
-        others = [h for h in self.services.sockets if h is not self and h.session is not None]
-        if len(others) >= cfg.max_connections:
-            return (
-                "max_connections",
-                f"too many connections (max_connections: {cfg.max_connections})",
-            )
-        if sum(1 for h in others if h.token == self.token) >= cfg.max_connections_per_token:
-            return "max_connections_per_token", (
-                "too many connections for this token "
-                f"(max_connections_per_token: {cfg.max_connections_per_token})"
-            )
-        user = _user(self.session)
-        if sum(1 for h in others if _user(h.session) == user) >= cfg.max_connections_per_user:
-            return "max_connections_per_user", (
-                "too many connections for this user "
-                f"(max_connections_per_user: {cfg.max_connections_per_user})"
-            )
-        return None
+        others = [h.client for h in self.services.sockets]
+        return over_a_limit(self.client, others, self.services.config)
 
     def _unknown_tokens_throttled(self) -> bool:
         """True (and counted) once this address sent too many unknown tokens."""
@@ -529,10 +534,155 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
             return True
         return False
 
+    def _subscribe(self) -> None:
+        """Start the stream: the snapshot or the replay, then live messages, in one step."""
+        services, client = self.services, self.client
+        client.advance(State.STREAMING)
+        if self.channel is Channel.ALL_EVENTS:
+            group = client.group()
+            since = client.request.since
+            initial = services.stream.replay(since, group) if since is not None else []
+            key: Any = group
+        else:
+            initial = services.snapshot(self.channel, self.perms)
+            key = client.audience
+        self._sub = services.hub.subscribe(
+            self.channel, self._flush, self._cut, initial, audience=client.audience, key=key
+        )
+        self._flush()  # the snapshot or replay, if any
+
+    def _unsubscribe(self) -> None:
+        self.services.sockets.discard(self)
+        if self.client.state is not State.CLOSED:
+            self.client.state = State.CLOSED
+        if self._sub is not None:
+            self.services.hub.unsubscribe(self._sub)
+
+    def _cut(self, code: int, reason: str) -> None:
+        log.warning(
+            "salt_ws: closing %s client %s: %s", self.channel.value, self.request.remote_ip, reason
+        )
+        self.close(code, reason)
+
+    def tick(self, now: float, interval: float) -> None:
+        """Send the latest id (envelope) or a keepalive comment (SSE) if it heard nothing."""
+        sub = self._sub
+        if sub is None or not self.client.tick_due(now, sub.pushed, interval):
+            return
+        if self.client.sse:
+            self.services.hub.push(sub, [KEEPALIVE])
+        else:
+            self.services.hub.push(sub, [self.services.stream.tick(self.client.fmt)])
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the batch not yet handed to the client (0: none)."""
+        return self._inflight_bytes if self._inflight is not None else 0
+
+    def stalled(self, now: float) -> bool:
+        """Has a write batch waited :data:`WRITE_TIMEOUT` or more at ``now`` (monotonic)?"""
+        return self._inflight is not None and now - self._inflight_since >= WRITE_TIMEOUT
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        raise NotImplementedError
+
+    def cut_stalled(self) -> None:
+        raise NotImplementedError
+
+    def _writable(self) -> bool:
+        raise NotImplementedError
+
+    def _frame(self, text: str) -> bytes:
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> asyncio.Future[None]:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Write what is queued, in order, a batch per ``write``; called on every publish.
+
+        Writing happens right here, not in a task per client: when the socket
+        takes the bytes at once, the event is on the wire before ``publish``
+        returns. When the transport cannot flush a batch, the next one waits for
+        it (:meth:`_written`), so at most one batch sits in tornado's buffer and
+        the rest stays in the bounded outbox, where the slow-client policy sees
+        it. A batch holds at most :data:`WRITE_BATCH` messages and
+        :data:`WRITE_BATCH_BYTES` (at least one message, so it may exceed that
+        by one message); one that is not taken within :data:`WRITE_TIMEOUT` gets
+        the client cut (:meth:`Services.close_stalled`).
+        """
+        sub = self._sub
+        if sub is None or self._inflight is not None:
+            return
+        outbox, counters, frame = sub.outbox, self.services.counters, self._frame
+        while sub.active and outbox:
+            if not self._writable():
+                return
+            batch: list[bytes] = []
+            nbytes = 0
+            while outbox and len(batch) < WRITE_BATCH and nbytes < WRITE_BATCH_BYTES:
+                data = frame(outbox.take(1)[0])
+                batch.append(data)
+                nbytes += len(data)
+            try:
+                written = self._write(b"".join(batch))
+            except tornado.iostream.StreamClosedError:
+                return
+            counters.messages_sent += len(batch)
+            if not written.done():
+                self._inflight = written
+                self._inflight_bytes, self._inflight_since = nbytes, time.monotonic()
+                written.add_done_callback(self._written)
+                return
+            written.exception()  # retrieve it: a closed stream ends the loop above
+
+    def _written(self, written: asyncio.Future[None]) -> None:
+        self._inflight = None
+        if written.cancelled() or written.exception() is not None:
+            return  # the stream closed; on_close cleans up
+        self._flush()
+
+
+class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
+    """A websocket streaming one :class:`~salt_ws.hub.Channel` after the ready handshake.
+
+    The token comes from the URL (saltnado's ``/<endpoint>/<token>``), the
+    ``X-Auth-Token`` header, the ``session_id`` cookie, or — for browsers,
+    which cannot set headers on websockets — a first message
+    ``{"token": "..."}``. A token given before the upgrade is checked before
+    it (401 otherwise). Nothing is sent until the client sends
+    ``websocket client ready``; from then on every message of the channel
+    that the token's permissions allow (and its tag filters pass) is sent in
+    order, or the socket is closed with a code and reason
+    (:class:`salt_ws.wire.CloseCode`). The handshake and the stream options
+    are the :class:`~salt_ws.session.Session`'s; this class moves bytes.
+    """
+
+    def initialize(self, services: Services, channel: Channel) -> None:
+        self._setup(services, channel)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._unauthenticated: str | None = None  # key of the unauthenticated slot held
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(wire.encode(_error(status, message)))
+
     async def get(self, token: str = "", *args: Any, **kwargs: Any) -> None:
         services, cfg = self.services, self.services.config
         self.address = services.client_address(self.request)
         self._key = address_key(self.address)
+        try:
+            request = self._parse()
+        except RequestError as exc:
+            self._refuse(400, str(exc))
+            return
+        self.client = Session(
+            self.channel.value,
+            request,
+            max_filters=cfg.max_filters,
+            max_filter_length=cfg.max_filter_length,
+        )
         token = urllib.parse.unquote(token or "") or _request_token(self) or ""
         if self._unknown_tokens_throttled():
             self._refuse(429, "too many unknown tokens from this address; retry later")
@@ -557,8 +707,7 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
                 )
                 return
         else:
-            authenticated = sum(1 for h in services.sockets if h.session is not None)
-            if authenticated >= cfg.max_connections:  # before any eauth
+            if services.authenticated() >= cfg.max_connections:  # before any eauth
                 services.refuse("max_connections")
                 self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
                 return
@@ -598,26 +747,18 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         if isinstance(message, bytes):
             self.close(wire.CLOSE_UNSUPPORTED, "binary messages are not accepted")
             return
-        if self._sub is not None:
-            return  # after the handshake the client has nothing to say (as saltnado)
-        if self._authenticating:
-            if message == CLIENT_READY:
-                self._ready_early = True
-            else:
-                self.close(wire.CLOSE_POLICY, "unexpected message while authenticating")
-            return
-        if self.session is None:
-            token = _token_message(message)
-            if token is None:
-                self.close(wire.CLOSE_TOKEN_INVALID, 'authenticate first: send {"token": "..."}')
-                return
-            self._authenticating = True
-            asyncio.get_running_loop().create_task(self._first_message_auth(token))
-            return
-        if message == CLIENT_READY:
+        reply = self.client.on_text(message)
+        kind = reply.kind
+        if kind is ReplyKind.CLOSE:
+            self.close(reply.code, reply.reason)
+        elif kind is ReplyKind.AUTHENTICATE:
+            asyncio.get_running_loop().create_task(self._first_message_auth(reply.token))
+        elif kind is ReplyKind.START:
             self._start()
-        else:
-            self.close(wire.CLOSE_POLICY, f"unexpected message; send '{CLIENT_READY}'")
+        elif kind is ReplyKind.SUBSCRIBED and self._sub is not None:
+            hub = self.services.hub
+            hub.regroup(self._sub, self.client.group())
+            hub.push(self._sub, [self.services.stream.subscribed(self.client.filters)])
 
     def _leave_unauthenticated(self) -> None:
         if self._unauthenticated is not None:
@@ -626,61 +767,35 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
 
     async def _first_message_auth(self, token: str) -> None:
         if self._unknown_tokens_throttled():
-            self._authenticating = False
+            self.client.advance(State.CLOSED)
             self.close(wire.CLOSE_TRY_AGAIN_LATER, "too many unknown tokens from this address")
             return
-        try:
-            ok = await self._authenticate(token)
-        finally:
-            self._authenticating = False
+        ok = await self._authenticate(token)
         if self not in self.services.sockets:
             return  # the client left while its token was being checked
         self._leave_unauthenticated()
         over = self._over_a_limit() if ok else None
         if not ok:
+            self.client.advance(State.CLOSED)
             self.services.token_throttle.failed(self._key, time.time())
             self.close(wire.CLOSE_TOKEN_INVALID, "invalid or expired token")
         elif over is not None:
+            self.client.advance(State.CLOSED)
             self.services.refuse(over[0])
             self.close(wire.CLOSE_TRY_AGAIN_LATER, over[1])
-        elif self._ready_early:
+        elif self.client.ready_early:
             self._start()
 
     def _start(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
-        services = self.services
-        self._sub = services.hub.subscribe(
-            self.channel,
-            self._flush,
-            self._cut,
-            services.snapshot(self.channel, self.audience),
-            audience=self.audience.key if self.audience is not None else ADMIN,
-        )
-        self._flush()  # the snapshot, if any
+        self._subscribe()
 
     def on_close(self) -> None:
-        self.services.sockets.discard(self)
         self._leave_unauthenticated()
         if self._deadline is not None:
             self._deadline.cancel()
-        if self._sub is not None:
-            self.services.hub.unsubscribe(self._sub)
-
-    def _cut(self, code: int, reason: str) -> None:
-        log.warning(
-            "salt_ws: closing %s client %s: %s", self.channel.value, self.request.remote_ip, reason
-        )
-        self.close(code, reason)
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of the batch tornado has not yet handed to the client (0: none)."""
-        return self._inflight_bytes if self._inflight is not None else 0
-
-    def stalled(self, now: float) -> bool:
-        """Has a write batch waited :data:`WRITE_TIMEOUT` or more at ``now`` (monotonic)?"""
-        return self._inflight is not None and now - self._inflight_since >= WRITE_TIMEOUT
+        self._unsubscribe()
 
     def cut_stalled(self) -> None:
         """Close a client that takes no bytes: 4001, and the stream at once (it would not
@@ -699,49 +814,129 @@ class EventsHandler(_Redacting, tornado.websocket.WebSocketHandler):
         if conn is not None and conn.stream is not None:
             conn.stream.close()
 
-    def _flush(self) -> None:
-        """Write what is queued, in order, a batch per ``write``; called on every publish.
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        tornado.websocket.WebSocketHandler.close(self, code, reason)
 
-        Writing happens right here, not in a task per client: when the socket
-        takes the bytes at once, the event is on the wire before ``publish``
-        returns. When tornado cannot flush a batch, the next one waits for it
-        (:meth:`_written`), so at most one batch sits in tornado's buffer and
-        the rest stays in the bounded outbox, where the slow-client policy
-        sees it. A batch holds at most :data:`WRITE_BATCH` messages and
-        :data:`WRITE_BATCH_BYTES` (at least one message, so it may exceed that
-        by one message); one that is not taken within :data:`WRITE_TIMEOUT` gets
-        the client cut (:meth:`Services.close_stalled`). Frames are built once
-        per message for all clients (:func:`wire.frame`).
-        """
-        sub = self._sub
-        if sub is None or self._inflight is not None:
+    def _writable(self) -> bool:
+        conn = self.ws_connection
+        return conn is not None and not conn.is_closing()
+
+    def _frame(self, text: str) -> bytes:
+        return self.services.frames.frame(text)
+
+    def _write(self, data: bytes) -> asyncio.Future[None]:
+        # optional on tornado's base class; a protocol that is open (not closing) has one
+        stream = cast(tornado.iostream.IOStream, cast(Any, self.ws_connection).stream)
+        return stream.write(data)
+
+
+KEEPALIVE = ": keepalive\n\n"  # an SSE comment: EventSource ignores it, proxies see traffic
+
+
+class EventsSSEHandler(_Stream, BaseHandler):
+    """``GET /events``: the event stream as Server-Sent Events (rest_tornado's wire format).
+
+    ``retry: 400`` first, then per event ``tag:``, ``id:`` and ``data:`` lines
+    and a blank line. The token comes from ``X-Auth-Token`` or the
+    ``session_id`` cookie (never the query string: 400). Same filters,
+    permissions and slow-client policy as the websockets; resume by
+    ``Last-Event-ID`` (which ``EventSource`` sends by itself) or ``?since=``;
+    a ``: keepalive`` comment after ``tick_interval`` s of silence. Token
+    expiry and ``/logout`` end the stream.
+    """
+
+    def initialize(self, services: Services) -> None:
+        BaseHandler.initialize(self, services)
+        self._setup(services, Channel.ALL_EVENTS)
+        self.client = Session("events", sse=True)
+        self._done: asyncio.Event | None = None
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    async def get(self) -> None:
+        services, cfg = self.services, self.services.config
+        self.address = services.client_address(self.request)
+        self._key = address_key(self.address)
+        if self._unknown_tokens_throttled():
+            self.fail(429, "too many unknown tokens from this address; retry later")
             return
-        outbox, counters, frame = sub.outbox, self.services.counters, self.services.frames.frame
-        while sub.active and outbox:
-            conn = self.ws_connection
-            if conn is None or conn.is_closing():
-                return
-            batch: list[bytes] = []
-            nbytes = 0
-            while outbox and len(batch) < WRITE_BATCH and nbytes < WRITE_BATCH_BYTES:
-                data = frame(outbox.take(1)[0])
-                batch.append(data)
-                nbytes += len(data)
-            try:
-                # optional on tornado's base class; a protocol that is open (not closing) has one
-                written = cast(tornado.iostream.IOStream, conn.stream).write(b"".join(batch))
-            except tornado.iostream.StreamClosedError:
-                return
-            counters.messages_sent += len(batch)
-            if not written.done():
-                self._inflight = written
-                self._inflight_bytes, self._inflight_since = nbytes, time.monotonic()
-                written.add_done_callback(self._written)
-                return
-            written.exception()  # retrieve it: a closed stream ends the loop above
+        try:
+            request = self._parse()
+        except RequestError as exc:
+            self.fail(400, str(exc))
+            return
+        self.client = Session(
+            "events",
+            request,
+            sse=True,
+            max_filters=cfg.max_filters,
+            max_filter_length=cfg.max_filter_length,
+        )
+        token = self.request_token()
+        if not token:
+            self.fail(401, "send X-Auth-Token or the session_id cookie")
+            return
+        if services.authenticated() >= cfg.max_connections:
+            services.refuse("max_connections")
+            self.fail(503, f"too many connections (max_connections: {cfg.max_connections})")
+            return
+        if not await self._authenticate(token):
+            services.token_throttle.failed(self._key, time.time())
+            self.fail(401, "invalid or expired token")
+            return
+        over = self._over_a_limit()
+        if over is not None:
+            services.refuse(over[0])
+            self.fail(503 if over[0] == "max_connections" else 429, over[1])
+            return
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        self._done = asyncio.Event()
+        stream = self.request.connection.stream
+        services.detach_http(stream)  # counted as a stream from now on, as an upgrade would
+        if hasattr(stream, "set_nodelay"):
+            stream.set_nodelay(True)
+        services.sockets.add(self)
+        services.counters.connections += 1
+        self.write("retry: 400\n\n")
+        self.flush()
+        self._subscribe()
+        await self._done.wait()
 
-    def _written(self, written: asyncio.Future[None]) -> None:
-        self._inflight = None
-        if written.cancelled() or written.exception() is not None:
-            return  # the stream closed; on_close cleans up
-        self._flush()
+    def on_connection_close(self) -> None:
+        self._unsubscribe()
+        if self._done is not None:
+            self._done.set()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """End the stream (token expired or revoked, shutdown, too slow)."""
+        if self._done is None or self._done.is_set():
+            return
+        self._unsubscribe()
+        if not self._finished:
+            self.finish()
+        self._done.set()
+
+    def cut_stalled(self) -> None:
+        """Cut a client that takes no bytes: the connection at once."""
+        log.warning(
+            "salt_ws: closing events client %s: %d bytes not taken within %gs",
+            self.request.remote_ip,
+            self._inflight_bytes,
+            WRITE_TIMEOUT,
+        )
+        self._unsubscribe()
+        self.request.connection.stream.close()
+        if self._done is not None:
+            self._done.set()
+
+    def _writable(self) -> bool:
+        return not self._finished and not self.request.connection.stream.closed()
+
+    def _frame(self, text: str) -> bytes:
+        return self.services.texts.frame(text)
+
+    def _write(self, data: bytes) -> asyncio.Future[None]:
+        self.write(data)
+        return self.flush()

@@ -28,7 +28,7 @@ import collections
 import dataclasses
 import enum
 import itertools
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 from salt_ws.config import DEFAULTS
 from salt_ws.wire import CLOSE_TOO_SLOW, text_size
@@ -73,6 +73,8 @@ class Outbox:
         "_sizes",
         "bytes",
         "bytes_high_water",
+        "credit",
+        "credit_bytes",
         "high_water",
         "limit",
         "max_bytes",
@@ -88,6 +90,9 @@ class Outbox:
         self.high_water = 0
         self.bytes = 0
         self.bytes_high_water = 0
+        # the first messages of a resume (see push_initial), not counted against the bounds
+        self.credit = 0
+        self.credit_bytes = 0
         self._items: collections.deque[str] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()
 
@@ -96,11 +101,28 @@ class Outbox:
 
     def refusal(self, count: int, nbytes: int) -> Bound | None:
         """The bound that ``count`` more messages of ``nbytes`` in all would exceed, if any."""
-        if len(self._items) + count > self.limit:
+        if len(self._items) - self.credit + count > self.limit:
             return Bound.MESSAGES
-        if self._items and self.bytes + nbytes > self.max_bytes:
+        if len(self._items) > self.credit and self.bytes - self.credit_bytes + nbytes > (
+            self.max_bytes
+        ):
             return Bound.BYTES
         return None
+
+    def push_initial(self, messages: Sequence[str], sizes: Sequence[int]) -> None:
+        """Queue a new client's first messages (a snapshot, or what a resume replays).
+
+        They are admitted whatever their number and size, and do not count
+        against the bounds until they are taken: a resume replays at most the
+        history (``history_size``, ``history_max_bytes``, shared strings), and the
+        live messages behind it get the whole queue. Only into an empty queue.
+        """
+        if self._items:
+            raise ValueError("initial messages go into an empty queue")
+        self._items.extend(messages)
+        self._sizes.extend(sizes)
+        self.credit = len(messages)
+        self.credit_bytes = self.bytes = sum(sizes)
 
     def push(self, messages: Sequence[str], sizes: Sequence[int] | None = None) -> bool:
         """Append ``messages`` (of ``sizes`` bytes, measured if not given).
@@ -128,13 +150,18 @@ class Outbox:
             batch = list(items)
             items.clear()
             sizes.clear()
-            self.bytes = 0
+            self.bytes = self.credit = self.credit_bytes = 0
             return batch
         taken = 0
         batch = []
-        for _ in range(most):
+        credit = self.credit
+        for index in range(most):
             batch.append(items.popleft())
-            taken += sizes.popleft()
+            size = sizes.popleft()
+            taken += size
+            if index < credit:
+                self.credit_bytes -= size
+        self.credit = max(0, credit - most)
         self.bytes -= taken
         return batch
 
@@ -142,7 +169,7 @@ class Outbox:
         """Drop everything queued (the client is being closed)."""
         self._items.clear()
         self._sizes.clear()
-        self.bytes = 0
+        self.bytes = self.credit = self.credit_bytes = 0
 
 
 @dataclasses.dataclass(eq=False)
@@ -156,6 +183,8 @@ class Subscription:
     cut: Callable[[int, str], None]
     audience: str = "admin"
     active: bool = True
+    key: Hashable = "admin"  # what publish addresses (the audience, or a pipeline Group)
+    pushed: int = 0  # messages queued for it so far (ticks look for quiet clients)
 
 
 @dataclasses.dataclass
@@ -193,19 +222,45 @@ class Hub:
         cut: Callable[[int, str], None],
         initial: Sequence[str] = (),
         audience: str = "admin",
+        key: Hashable | None = None,
     ) -> Subscription:
-        """Add a client; ``initial`` messages (e.g. a snapshot) are queued first.
+        """Add a client; ``initial`` messages (a snapshot, a replay) are queued first.
 
         ``audience`` groups clients that may see the same messages (see
-        :mod:`salt_ws.acl`); :meth:`publish` addresses one audience.
+        :mod:`salt_ws.acl`); ``key`` (default: the audience) groups those that
+        receive the same messages (e.g. a :class:`salt_ws.pipeline.Group`:
+        audience, tag filters, format). :meth:`publish` addresses one audience
+        or one key. ``initial`` messages are admitted whatever their number
+        and size (:meth:`Outbox.push_initial`).
         """
         outbox = Outbox(self.queue_limit, self.queue_bytes)
-        sub = Subscription(next(self._ids), channel, outbox, wake, cut, audience)
+        sub = Subscription(
+            next(self._ids),
+            channel,
+            outbox,
+            wake,
+            cut,
+            audience,
+            key=audience if key is None else key,
+        )
         self._subs[channel][sub.id] = sub
         if initial:
             sizes = [size_of(message) for message in initial]
-            self._offer(sub, initial, sizes, sum(sizes))
+            outbox.push_initial(initial, sizes)
+            sub.pushed += len(initial)
+            self.stats.messages_queued += len(initial)
+            sub.wake()
         return sub
+
+    def regroup(self, sub: Subscription, key: Hashable) -> None:
+        """Move a client to another key (its filters changed); its queue stays as it is."""
+        sub.key = key
+
+    def push(self, sub: Subscription, messages: Sequence[str]) -> None:
+        """Queue ``messages`` for one client (e.g. an answer to its request), or cut it."""
+        if messages and sub.active:
+            sizes = [size_of(message) for message in messages]
+            self._offer(sub, messages, sizes, sum(sizes))
 
     def unsubscribe(self, sub: Subscription) -> None:
         """Remove a client (idempotent) and free its queue."""
@@ -214,9 +269,14 @@ class Hub:
         self._subs[sub.channel].pop(sub.id, None)
 
     def publish(
-        self, channel: Channel, messages: Sequence[str], audience: str | None = None
+        self,
+        channel: Channel,
+        messages: Sequence[str],
+        audience: str | None = None,
+        key: Hashable | None = None,
     ) -> None:
-        """Queue ``messages`` for the subscribers of ``channel`` (only ``audience``'s if given).
+        """Queue ``messages`` for the subscribers of ``channel`` (only ``audience``'s, or
+        only ``key``'s, if given).
 
         Subscribers that overflow their bound are cut.
         """
@@ -226,7 +286,7 @@ class Hub:
         sizes: list[int] | None = None
         nbytes = 0
         for sub in list(self._subs[channel].values()):
-            if audience is None or sub.audience == audience:
+            if (audience is None or sub.audience == audience) and (key is None or sub.key == key):
                 if sizes is None:  # measured once per publish, for every client
                     sizes = [size_of(message) for message in messages]
                     nbytes = sum(sizes)
@@ -235,6 +295,10 @@ class Hub:
     def audiences(self, channel: Channel) -> set[str]:
         """The audiences with at least one subscriber on ``channel``."""
         return {sub.audience for sub in self._subs[channel].values()}
+
+    def keys(self, channel: Channel) -> set[Hashable]:
+        """The keys with at least one subscriber on ``channel``."""
+        return {sub.key for sub in self._subs[channel].values()}
 
     def subscribers(self, channel: Channel) -> Iterable[Subscription]:
         """The current subscribers of ``channel``."""
@@ -253,6 +317,7 @@ class Hub:
             if nbytes > outbox.max_bytes:
                 stats.large_admitted += 1
             outbox.push(messages, sizes)
+            sub.pushed += len(messages)
             stats.messages_queued += len(messages)
             if outbox.high_water > stats.queue_high_water:
                 stats.queue_high_water = outbox.high_water

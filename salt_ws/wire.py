@@ -16,7 +16,7 @@ import json
 import math
 import struct
 import sys
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -33,6 +33,7 @@ __all__ = [
     "jsonable",
     "notice",
     "text_size",
+    "utf8",
 ]
 
 
@@ -168,10 +169,7 @@ def frame(text: str) -> bytes:
     This function keeps nothing. A lone surrogate (JSON allows ``"\\ud800"``;
     UTF-8 does not) is sent as U+FFFD, so a text frame is always valid UTF-8.
     """
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        data = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+    data = utf8(text)
     size = len(data)
     if size < 126:
         head = struct.pack("!BB", 0x81, size)
@@ -180,6 +178,14 @@ def frame(text: str) -> bytes:
     else:
         head = struct.pack("!BBQ", 0x81, 127, size)
     return head + data
+
+
+def utf8(text: str) -> bytes:
+    """``text`` in UTF-8, a lone surrogate as U+FFFD (JSON allows one; UTF-8 does not)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def text_size(text: str) -> int:
@@ -200,13 +206,24 @@ class FrameCache:
 
     Args:
         max_bytes: the bound (option ``frame_cache_bytes``).
+        build: what is cached of a text (default: its websocket frame; SSE: its UTF-8).
     """
 
-    __slots__ = ("_entries", "bytes", "evictions", "hits", "max_bytes", "misses", "uncached")
+    __slots__ = (
+        "_build",
+        "_entries",
+        "bytes",
+        "evictions",
+        "hits",
+        "max_bytes",
+        "misses",
+        "uncached",
+    )
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, build: Callable[[str], bytes] | None = None) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must not be negative")
+        self._build = build or frame
         self.max_bytes = max_bytes
         self.bytes = 0
         self.hits = self.misses = self.evictions = self.uncached = 0
@@ -224,7 +241,7 @@ class FrameCache:
             entries.move_to_end(text)
             return found
         self.misses += 1
-        built = frame(text)
+        built = self._build(text)
         cost = len(built) + text_size(text)
         if cost > self.max_bytes:
             self.uncached += 1

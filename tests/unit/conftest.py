@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from salt_ws.acl import ADMIN
 from salt_ws.hub import Channel
+from salt_ws.pipeline import Group
 from tests.certs import key_pem, self_signed
 
 
@@ -48,7 +49,10 @@ class Client:
     """A subscriber that records what the engine's hub queues for it."""
 
     def __init__(self, engine: Any, audience: str = ADMIN, channel: Channel = Channel.ALL_EVENTS):
-        self.sub = engine.hub.subscribe(channel, lambda: None, self._cut, audience=audience)
+        key = Group(audience) if channel is Channel.ALL_EVENTS else audience
+        self.sub = engine.hub.subscribe(
+            channel, lambda: None, self._cut, audience=audience, key=key
+        )
         self.cuts: list[int] = []
 
     def _cut(self, code: int, reason: str) -> None:

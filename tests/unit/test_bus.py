@@ -358,7 +358,7 @@ def test_a_restored_link_says_since_when_events_were_missed(engine, fleets):
     assert restored["data"]["missed"] is True
     assert restored["data"]["down_since"] == lost["data"]["_stamp"]
     assert restored["data"]["_stamp"] == "2023-11-14T22:13:23.500000+00:00"
-    assert engine.counters.bus_reconnects == 1
+    assert engine.stream.bus_reconnects == 1
 
 
 def test_a_restored_link_without_a_known_loss_has_no_down_since(engine, fleets):

@@ -10,7 +10,7 @@ import pytest
 
 import salt_ws.hub
 from salt_ws import wire
-from salt_ws.hub import Bound, Channel, Hub, Outbox
+from salt_ws.hub import Bound, Channel, Hub, Outbox, size_of
 from salt_ws.wire import CLOSE_TOO_SLOW
 
 
@@ -174,12 +174,52 @@ def test_initial_messages_come_before_anything_published():
     assert sub.outbox.take(10) == ["snapshot", "e1"]
 
 
-def test_initial_messages_beyond_the_bound_cut_at_once():
+def test_initial_messages_beyond_the_bound_are_admitted_and_not_counted():
+    # a resume replays up to history_size messages: the live stream behind them gets
+    # the whole queue, and the replay stops counting as it is taken
     hub = Hub(queue_limit=2)
     writer, sub = subscribe(hub, initial=["s1", "s2", "s3"])
+    assert writer.cuts == [] and sub.active
+    hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
+    assert writer.cuts == []
+    assert sub.outbox.take(2) == ["s1", "s2"]
+    assert sub.outbox.credit == 1
+    hub.publish(Channel.ALL_EVENTS, ["e3"])  # 3 live waiting: over the bound of 2
     assert writer.cuts == [(CLOSE_TOO_SLOW, "client too slow: more than 2 messages waiting")]
-    assert sub.active is False
-    assert hub.count(Channel.ALL_EVENTS) == 0
+
+
+def test_initial_credit_counts_bytes_too():
+    outbox = Outbox(limit=100, max_bytes=200)
+    big = "x" * 400
+    outbox.push_initial([big, big], [size_of(big), size_of(big)])
+    assert outbox.refusal(1, 150) is None  # the replay's bytes are not counted
+    assert outbox.push(["a"], [150])
+    assert outbox.refusal(1, 100) is Bound.BYTES  # 150 live + 100 > 200
+    outbox.take(1)
+    assert outbox.credit == 1 and outbox.credit_bytes == size_of(big)
+    outbox.take(2)
+    assert outbox.credit == 0 and outbox.credit_bytes == 0 and outbox.bytes == 0
+
+
+def test_initial_messages_only_into_an_empty_queue():
+    outbox = Outbox(limit=10)
+    outbox.push(["a"])
+    with pytest.raises(ValueError):
+        outbox.push_initial(["b"], [size_of("b")])
+
+
+def test_publish_by_key_and_regroup():
+    hub = Hub(queue_limit=10)
+    a = hub.subscribe(Channel.ALL_EVENTS, lambda: None, lambda c, r: None, key=("admin", "x"))
+    b = hub.subscribe(Channel.ALL_EVENTS, lambda: None, lambda c, r: None, key=("admin", "y"))
+    assert hub.keys(Channel.ALL_EVENTS) == {("admin", "x"), ("admin", "y")}
+    assert hub.audiences(Channel.ALL_EVENTS) == {"admin"}
+    hub.publish(Channel.ALL_EVENTS, ["m1"], key=("admin", "x"))
+    hub.regroup(b, ("admin", "x"))
+    hub.publish(Channel.ALL_EVENTS, ["m2"], key=("admin", "x"))
+    assert a.outbox.take(10) == ["m1", "m2"]
+    assert b.outbox.take(10) == ["m2"]
+    assert (a.pushed, b.pushed) == (2, 1)
 
 
 # -- Hub: the slow-client policy ---------------------------------------------------------------

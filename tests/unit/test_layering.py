@@ -15,7 +15,7 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "salt_ws"
-PURE = ("events", "view", "acl", "wire", "hub", "limits", "config")
+PURE = ("events", "view", "acl", "wire", "hub", "limits", "config", "pipeline", "session")
 BANNED = ("tornado", "salt")
 
 
