@@ -14,6 +14,7 @@ import tornado.ioloop
 import tornado.iostream
 import tornado.web
 
+from salt_ws import dashboard
 from salt_ws.auth import loggable
 from salt_ws.handlers import EventsHandler, EventsSSEHandler, LoginHandler, LogoutHandler, Services
 from salt_ws.hub import Channel
@@ -65,6 +66,7 @@ def make_app(services: Services) -> tornado.web.Application:
             {**kwargs, "channel": Channel.FORMATTED_EVENTS},
         ),
         (r"/events", EventsSSEHandler, kwargs),
+        *dashboard.routes(services),  # "/" and "/dashboard/...": none with dashboard: False
     ]
     cfg = services.config
     return tornado.web.Application(
