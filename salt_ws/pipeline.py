@@ -367,8 +367,8 @@ class Pipeline:
 
     def encoding(self, entry: Entry, audience: str, fmt: Format) -> str:
         """``entry`` as ``audience`` receives it in ``fmt`` ("": not at all)."""
-        if fmt is Format.PLAIN and (audience == ADMIN or entry.notice):
-            return entry.plain
+        if fmt is Format.PLAIN:  # (cached and counted by _plain)
+            return self._plain(entry, audience)
         key = (audience, fmt)
         found = entry._enc.get(key)
         if found is not None:
@@ -376,14 +376,12 @@ class Pipeline:
         plain = self._plain(entry, audience)
         if not plain:
             text = ""
-        elif fmt is Format.PLAIN:
-            text = plain
         elif fmt is Format.ENVELOPE:
             text = '{"id":"' + self.id_of(entry.seq) + '",' + plain[1:]
         else:
             text = sse(entry.tag, self.id_of(entry.seq), plain)
         entry._enc[key] = text
-        if text is not entry.plain:
+        if text:  # (an empty text holds no bytes of its own)
             self._account(entry, wire.text_size(text))
         return text
 
