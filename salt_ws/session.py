@@ -217,7 +217,8 @@ class Session:
         self.max_filters = max_filters
         self.max_filter_length = max_filter_length
         self.ready_early = False  # "websocket client ready" came while authenticating
-        self.quiet_since = 0.0  # when it last got a message (ticks)
+        # when it last got a message, or was first looked at while streaming (ticks)
+        self.quiet_since: float | None = None
         self.pushed = 0  # messages queued for it when last looked at (ticks)
 
     # -- state ----------------------------------------------------------------
@@ -329,7 +330,8 @@ class Session:
             pushed: how many messages were queued for it so far.
             interval: option ``tick_interval`` (0: never).
         """
-        if pushed != self.pushed:
+        if pushed != self.pushed or self.quiet_since is None:
+            # (a new client's silence counts from the first look, not from 0)
             self.pushed, self.quiet_since = pushed, now
             return False
         if not interval or not self.streaming or self.fmt is Format.PLAIN:
