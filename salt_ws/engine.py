@@ -500,6 +500,7 @@ class Engine:
             "queue_bytes_high_water": hub.stats.queue_bytes_high_water,
             "client_queue_bytes": cfg.client_queue_bytes,
             "frame_cache": self.services.frames.stats() if self.services else None,
+            "writes": self.services.writes.stats() if self.services else None,  # fan-out writes
             "queue_high_water": hub.stats.queue_high_water,
             "client_queue_size": cfg.client_queue_size,
             "bus_connected": bool(self.bus and self.bus.connected),

@@ -54,6 +54,7 @@ __all__ = [
     "LoginHandler",
     "LogoutHandler",
     "Services",
+    "Writes",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ AUTH_COOKIE = "session_id"  # saltnado's cookie name
 WRITE_BATCH = 256  # messages handed to tornado per flush; bounds its buffer
 WRITE_BATCH_BYTES = 2**20  # bytes per flush (at least one message): what a non-reader pins
 WRITE_TIMEOUT = 30.0  # seconds a batch may take to reach the client before it is cut (4001)
+# An outbox holding at most this (text sizes) is written as one batch: a message's frame is
+# at most twice its text's in-memory size (UTF-8 of Latin-1 text), so the batch stays within
+# WRITE_BATCH_BYTES without framing messages one at a time to find out.
+_WHOLE_OUTBOX_BYTES = WRITE_BATCH_BYTES // 2
 
 # Unknown tokens per address per login_failure_window: this many times login_max_failures.
 # Looser than for passwords: a token cannot be guessed; this bounds the lookups (and the
@@ -95,6 +100,70 @@ REFUSALS = (
 
 JSON_TYPES = ("application/json", "text/json")
 YAML_TYPES = ("application/x-yaml", "text/yaml", "application/yaml")
+
+
+class Writes:
+    """The fan-out's write side: wake-ups coalesced per loop turn, and what the writes cost.
+
+    A publish wakes every client it queued messages for. :meth:`wake` only notes the
+    client; one callback per loop turn (``loop.call_soon``) then flushes each noted
+    client once, after every publish and push of that turn, so a client gets one
+    write per turn however many publishes (and groups) woke it. Nothing here waits:
+    the bus thread only ever schedules a drain (:class:`salt_ws.bus.Handoff`).
+
+    Counters (``salt-run ws.status``, key ``writes``): ``rounds`` (flush callbacks),
+    ``wakeups`` (wakes by publishes and pushes), ``flushes`` (clients flushed by a
+    round), ``writes`` (batches written), ``messages`` (in them), ``direct`` (batches
+    the socket's own ``send`` took whole: no tornado buffer, no future), ``partial``
+    (the socket took part, tornado got the rest), ``tornado`` (batches handed to
+    tornado whole: TLS, SSE, a non-empty tornado buffer, a full socket),
+    ``direct_bytes`` and ``tornado_bytes``.
+    """
+
+    __slots__ = (
+        "_due",
+        "_scheduled",
+        "direct",
+        "direct_bytes",
+        "flushes",
+        "messages",
+        "partial",
+        "rounds",
+        "tornado",
+        "tornado_bytes",
+        "wakeups",
+        "writes",
+    )
+
+    def __init__(self) -> None:
+        self._due: dict[_Stream, None] = {}  # woken this turn, in wake order
+        self._scheduled = False
+        self.rounds = self.wakeups = self.flushes = self.writes = self.messages = 0
+        self.direct = self.partial = self.tornado = 0
+        self.direct_bytes = self.tornado_bytes = 0
+
+    def wake(self, stream: _Stream) -> None:
+        """Flush ``stream`` at the end of this loop turn (once, however often woken)."""
+        self.wakeups += 1
+        self._due[stream] = None
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        due, self._due = self._due, {}
+        self.rounds += 1
+        self.flushes += len(due)
+        for stream in due:
+            try:
+                stream._flush()
+            except Exception:  # pylint: disable=broad-except
+                log.exception("salt_ws: a client's flush failed")
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``salt-run ws.status`` (key ``writes``)."""
+        return {name: getattr(self, name) for name in self.__slots__ if name[0] != "_"}
 
 
 class Services:
@@ -147,6 +216,7 @@ class Services:
         )
         self.http = Slots(config.max_http_connections, config.max_http_connections_per_address)
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self.writes = Writes()  # coalesced flushes and what the writes cost
 
     def authenticated(self) -> int:
         """Open streams with a checked token (what ``max_connections`` counts)."""
@@ -547,9 +617,12 @@ class _Stream:
             initial = services.snapshot(self.channel, self.perms)
             key = client.audience
         self._sub = services.hub.subscribe(
-            self.channel, self._flush, self._cut, initial, audience=client.audience, key=key
+            self.channel, self._wake, self._cut, initial, audience=client.audience, key=key
         )
         self._flush()  # the snapshot or replay, if any
+
+    def _wake(self) -> None:
+        self.services.writes.wake(self)
 
     def _unsubscribe(self) -> None:
         self.services.sockets.discard(self)
@@ -595,43 +668,56 @@ class _Stream:
     def _frame(self, text: str) -> bytes:
         raise NotImplementedError
 
-    def _write(self, data: bytes) -> asyncio.Future[None]:
+    def _write(self, data: bytes) -> asyncio.Future[None] | None:
+        """Send ``data``; None when it is all on the wire, else tornado's future for the rest."""
         raise NotImplementedError
 
     def _flush(self) -> None:
-        """Write what is queued, in order, a batch per ``write``; called on every publish.
+        """Write what is queued, in order, a batch per ``write``.
 
-        Writing happens right here, not in a task per client: when the socket
-        takes the bytes at once, the event is on the wire before ``publish``
-        returns. When the transport cannot flush a batch, the next one waits for
-        it (:meth:`_written`), so at most one batch sits in tornado's buffer and
-        the rest stays in the bounded outbox, where the slow-client policy sees
-        it. A batch holds at most :data:`WRITE_BATCH` messages and
-        :data:`WRITE_BATCH_BYTES` (at least one message, so it may exceed that
-        by one message); one that is not taken within :data:`WRITE_TIMEOUT` gets
-        the client cut (:meth:`Services.close_stalled`).
+        Publishes wake the client (:meth:`Writes.wake`) and it is flushed once at
+        the end of the loop turn, whatever the number of publishes; a replay or
+        snapshot is flushed at once. When the transport cannot take a batch at
+        once, the next one waits for it (:meth:`_written`), so at most one batch
+        sits in tornado's buffer and the rest stays in the bounded outbox, where
+        the slow-client policy sees it. A batch holds at most :data:`WRITE_BATCH`
+        messages and :data:`WRITE_BATCH_BYTES` (at least one message, so it may
+        exceed that by one message); one that is not taken within
+        :data:`WRITE_TIMEOUT` gets the client cut (:meth:`Services.close_stalled`).
         """
         sub = self._sub
         if sub is None or self._inflight is not None:
             return
         outbox, counters, frame = sub.outbox, self.services.counters, self._frame
+        writes = self.services.writes
         while sub.active and outbox:
             if not self._writable():
                 return
-            batch: list[bytes] = []
-            nbytes = 0
-            while outbox and len(batch) < WRITE_BATCH and nbytes < WRITE_BATCH_BYTES:
-                data = frame(outbox.take(1)[0])
-                batch.append(data)
-                nbytes += len(data)
+            count = len(outbox)
+            if count <= WRITE_BATCH and outbox.bytes <= _WHOLE_OUTBOX_BYTES:
+                # the usual case: all of it (a frame is at most twice its text's size)
+                texts = outbox.take(count)
+                data = frame(texts[0]) if count == 1 else b"".join([frame(t) for t in texts])
+            else:
+                batch: list[bytes] = []
+                size = 0
+                while outbox and len(batch) < WRITE_BATCH and size < WRITE_BATCH_BYTES:
+                    part = frame(outbox.take(1)[0])
+                    batch.append(part)
+                    size += len(part)
+                count, data = len(batch), b"".join(batch)
             try:
-                written = self._write(b"".join(batch))
+                written = self._write(data)
             except tornado.iostream.StreamClosedError:
                 return
-            counters.messages_sent += len(batch)
+            counters.messages_sent += count
+            writes.writes += 1
+            writes.messages += count
+            if written is None:
+                continue  # on the wire already
             if not written.done():
                 self._inflight = written
-                self._inflight_bytes, self._inflight_since = nbytes, time.monotonic()
+                self._inflight_bytes, self._inflight_since = len(data), time.monotonic()
                 written.add_done_callback(self._written)
                 return
             written.exception()  # retrieve it: a closed stream ends the loop above
@@ -824,10 +910,39 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
     def _frame(self, text: str) -> bytes:
         return self.services.frames.frame(text)
 
-    def _write(self, data: bytes) -> asyncio.Future[None]:
+    def _write(self, data: bytes) -> asyncio.Future[None] | None:
+        """The socket's own ``send`` while tornado holds nothing for it, tornado for the rest.
+
+        Plain TCP only: a TLS stream (``SSLIOStream``) keeps tornado's path. With
+        tornado's buffer empty nothing of tornado's (a ping, a close frame) can be
+        between our bytes, and whatever it writes later is queued behind the
+        remainder handed to it, so frames stay whole and in order.
+        """
         # optional on tornado's base class; a protocol that is open (not closing) has one
-        stream = cast(tornado.iostream.IOStream, cast(Any, self.ws_connection).stream)
-        return stream.write(data)
+        stream = cast(Any, self.ws_connection).stream
+        writes = self.services.writes
+        if type(stream) is tornado.iostream.IOStream and not stream.closed():
+            pending = getattr(stream, "_write_buffer", None)
+            if pending is not None and not len(pending):
+                try:
+                    sent = stream.socket.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent = 0  # tornado's write meets the error again and closes the stream
+                if sent == len(data):
+                    writes.direct += 1
+                    writes.direct_bytes += sent
+                    return None
+                if sent:
+                    writes.partial += 1
+                    writes.direct_bytes += sent
+                    rest = memoryview(data)[sent:]
+                    writes.tornado_bytes += len(rest)
+                    return stream.write(rest)
+        writes.tornado += 1
+        writes.tornado_bytes += len(data)
+        return cast(tornado.iostream.IOStream, stream).write(data)
 
 
 KEEPALIVE = ": keepalive\n\n"  # an SSE comment: EventSource ignores it, proxies see traffic
@@ -937,6 +1052,9 @@ class EventsSSEHandler(_Stream, BaseHandler):
     def _frame(self, text: str) -> bytes:
         return self.services.texts.frame(text)
 
-    def _write(self, data: bytes) -> asyncio.Future[None]:
+    def _write(self, data: bytes) -> asyncio.Future[None] | None:
+        writes = self.services.writes
+        writes.tornado += 1
+        writes.tornado_bytes += len(data)
         self.write(data)
         return self.flush()
