@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import json
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -72,18 +73,22 @@ def _flag(name: str, values: Sequence[str]) -> bool:
 
 
 def check_tags(tags: Iterable[Any], max_filters: int, max_length: int) -> list[str]:
-    """``tags`` as filters, or :class:`RequestError` naming what is wrong."""
-    found: list[str] = []
+    """``tags`` as filters, or :class:`RequestError` naming what is wrong.
+
+    Refused at the first filter too many (a URL or message may hold thousands:
+    none is looked at past the bound), duplicates kept once.
+    """
+    found: dict[str, None] = {}  # (in order; O(1) lookups)
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise RequestError("a tag filter is a non-empty string")
         if len(tag) > max_length:
             raise RequestError(f"a tag filter has at most {max_length} characters")
         if tag not in found:
-            found.append(tag)
-    if len(found) > max_filters:
-        raise RequestError(f"at most {max_filters} tag filters (max_filters)")
-    return found
+            if len(found) >= max_filters:
+                raise RequestError(f"at most {max_filters} tag filters (max_filters)")
+            found[tag] = None
+    return list(found)
 
 
 def parse_request(
@@ -312,7 +317,9 @@ class Session:
             RequestError: a filter that is not a non-empty string, is too long, or
                 one too many; the filters are then unchanged.
         """
-        found = check_tags([*self.filters, *tags], self.max_filters, self.max_filter_length)
+        found = check_tags(
+            itertools.chain(self.filters, tags), self.max_filters, self.max_filter_length
+        )
         self.filters = found
 
     def unsubscribe(self, tags: Iterable[Any]) -> None:
