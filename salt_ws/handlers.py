@@ -1000,6 +1000,8 @@ class EventsSSEHandler(_Stream, BaseHandler):
             services.token_throttle.failed(self._key, time.time())
             self.fail(401, "invalid or expired token")
             return
+        if self.client.state is State.CLOSED or self.request.connection.stream.closed():
+            return  # the client left while its token was being checked: it holds nothing
         over = self._over_a_limit()
         if over is not None:
             services.refuse(over[0])
