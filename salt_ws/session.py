@@ -91,6 +91,13 @@ def check_tags(tags: Iterable[Any], max_filters: int, max_length: int) -> list[s
     return list(found)
 
 
+def _cursor(text: str) -> Cursor:
+    try:
+        return Cursor.parse(text.strip())
+    except ValueError as exc:
+        raise RequestError(f"malformed 'since' {text[:100]!r}: {exc}") from None
+
+
 def parse_request(
     args: Mapping[str, Sequence[str]],
     channel: str,
@@ -103,7 +110,8 @@ def parse_request(
     Args:
         args: the query arguments, each name with all of its values (decoded text).
         channel: ``all_events``, ``formatted_events`` or ``events`` (SSE).
-        last_event_id: the ``Last-Event-ID`` header (SSE; ``?since=`` wins).
+        last_event_id: the ``Last-Event-ID`` header (SSE); it wins over ``?since=``
+            unless that is a later id of the same epoch.
         max_filters: option ``max_filters``.
         max_filter_length: option ``max_filter_length``.
 
@@ -120,13 +128,14 @@ def parse_request(
             )
         if name not in known:
             raise RequestError(f"unknown parameter {name!r} for /{channel}")
-    since_text = args["since"][-1] if "since" in args else last_event_id
-    since = None
-    if since_text is not None and (since_text or "since" in args):
-        try:
-            since = Cursor.parse(since_text.strip())
-        except ValueError as exc:
-            raise RequestError(f"malformed 'since' {since_text[:100]!r}: {exc}") from None
+    since = _cursor(args["since"][-1]) if "since" in args else None
+    if last_event_id:
+        # EventSource keeps its URL when it reconnects: a stream opened with ?since= gets
+        # it again, beside the id of the last event read since, which wins unless ?since=
+        # is later in the same epoch (else everything after ?since= would come again)
+        read = _cursor(last_event_id)
+        if since is None or since.epoch != read.epoch or read.seq > since.seq:
+            since = read
     envelope = _flag("envelope", args["envelope"]) if "envelope" in args else False
     tags = tuple(check_tags(args.get("tag", ()), max_filters, max_filter_length))
     delta = _flag("delta", args["delta"]) if "delta" in args else False
