@@ -130,6 +130,26 @@ async def test_events_between_connect_and_ready_are_replayed_once():
         assert await silent(conn)
 
 
+async def test_a_replay_longer_than_client_queue_size_is_not_cut():
+    async with streaming(client_queue_size=10) as site:
+        fire(site, *[ev(n) for n in range(1, 51)])
+        conn = await ready(site, f"/all_events/{GOOD_TOKEN}?since={EPOCH}:0")
+        fire(site, *[ev(n) for n in range(51, 56)])  # live ones behind the replay
+        assert await read(conn, 55) == [envelope(n) for n in range(1, 56)]
+        assert site.hub.stats.clients_cut == 0
+
+
+async def test_a_first_message_token_resumes_too():
+    async with streaming() as site:
+        fire(site, ev(1), ev(2))
+        conn = await connect(site, f"/all_events?since={EPOCH}:1")
+        await conn.write_message(json.dumps({"token": GOOD_TOKEN}))
+        await conn.write_message(CLIENT_READY)  # may come while the token is checked
+        await site.subscribed(1)
+        fire(site, ev(3))
+        assert await read(conn, 2) == [envelope(2), envelope(3)]
+
+
 async def test_since_latest_gets_only_the_live_stream():
     async with streaming() as site:
         fire(site, ev(1), ev(2))
