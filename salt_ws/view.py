@@ -167,21 +167,91 @@ Command = LoadGrains | ReloadKeys
 
 
 @dataclasses.dataclass
+class JobChange:
+    """How one job stood before an update, for the delta feed (:mod:`salt_ws.delta`).
+
+    ``before``: the job's encoded fields (:data:`JOB_FIELDS`) as last sent, ``None`` if it
+    was not in the table; ``judged``: what its entries were judged by then
+    (function, administrator-only, known from a ``new``, arguments' revision);
+    ``entries``: minion -> its encoded entry fragment before (``None``: no entry);
+    ``dropped``: the job left the table meanwhile (it may be back, as a new row).
+    """
+
+    before: tuple[str, ...] | None
+    judged: tuple[Any, ...] | None
+    entries: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    dropped: bool = False
+
+
+@dataclasses.dataclass
+class Changes:
+    """What changed in the tables since the previous :class:`Changes`, by id.
+
+    ``minions``: minion -> its entry before (``None``: not in the table); ``jobs``: jid ->
+    :class:`JobChange`. ``first``/``last``/``count``: the serial numbers it covers (each
+    input method's changes get the next one), so a consumer can tell it missed none.
+    """
+
+    first: int
+    last: int
+    count: int = 1
+    minions: dict[str, dict[str, Any] | None] = dataclasses.field(default_factory=dict)
+    jobs: dict[str, JobChange] = dataclasses.field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.minions or self.jobs)
+
+    @property
+    def contiguous(self) -> bool:
+        """Does it cover every serial from ``first`` to ``last``?"""
+        return self.last - self.first + 1 == self.count
+
+    def merge(self, later: Changes) -> Changes:
+        """Fold ``later`` (changes made after these) in, keeping the earliest states."""
+        for mid, entry in later.minions.items():
+            self.minions.setdefault(mid, entry)
+        for jid, change in later.jobs.items():
+            mine = self.jobs.get(jid)
+            if mine is None:
+                self.jobs[jid] = change
+                continue
+            for mid, frag in change.entries.items():
+                mine.entries.setdefault(mid, frag)
+            mine.dropped |= change.dropped
+        self.first = min(self.first, later.first)
+        self.last = max(self.last, later.last)
+        self.count += later.count
+        return self
+
+
+@dataclasses.dataclass
 class Update:
-    """What an input changed: tables to re-send and commands for the engine."""
+    """What an input changed: tables to re-send, what in them changed, commands for the engine.
+
+    ``changes`` names the minions and jobs that changed (with their states before),
+    for :class:`salt_ws.delta.DeltaFeed`; every update the view returns must reach the
+    feed, in order (merging them in order is fine).
+    """
 
     minions: bool = False
     jobs: bool = False
     commands: list[Command] = dataclasses.field(default_factory=list)
+    # (not compared: two updates are equal when they ask the engine for the same things)
+    changes: Changes | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __bool__(self) -> bool:
         return self.minions or self.jobs or bool(self.commands)
 
     def merge(self, other: Update) -> Update:
-        """Fold ``other`` into this update (in place) and return it."""
+        """Fold ``other`` (a later update) into this one (in place) and return it."""
         self.minions |= other.minions
         self.jobs |= other.jobs
         self.commands.extend(other.commands)
+        if other.changes is not None:
+            if self.changes is None:
+                self.changes = other.changes
+            else:
+                self.changes.merge(other.changes)
         return self
 
 
@@ -227,6 +297,20 @@ def _join(prefix: str, parts: list[str], suffix: str) -> str:
     return ",".join([prefix + parts[0], *parts[1:-1], parts[-1] + "}" + suffix])
 
 
+#: A job's own fields on the wire, after ``jid`` and before ``minions`` (saltnado's and ours).
+JOB_FIELDS = ("tgt", "tgt_type", "fun", "start_time", "state", "success", "user", "end_time")
+_LIST_JSON = encode("list")
+
+
+def _head_of(jid_json: str, fields: tuple[str, ...]) -> str:
+    """A job's encoding up to its entries, from its encoded fields."""
+    parts = ['{"jid":', jid_json]
+    for name, value in zip(JOB_FIELDS, fields, strict=True):
+        parts.append(',"' + name + '":')
+        parts.append(value)
+    return "".join(parts)
+
+
 class _Job:
     """One row of the jobs table, with its encoded fragments and their size in bytes."""
 
@@ -234,19 +318,24 @@ class _Job:
         "admin_only",
         "arg",
         "arg_bytes",
+        "arg_rev",
         "args",
         "counted",
         "end_time",
         "entry_bytes",
+        "fields",
         "from_new",
         "fun",
         "funs",
         "head",
         "jid",
         "jid_json",
+        "judged",
+        "kept_own",
         "last_stamp",
         "minion_fragments",
         "minions",
+        "ok",
         "pending",
         "settle_at",
         "size",
@@ -256,6 +345,7 @@ class _Job:
         "success",
         "tgt_json",
         "tgt_type",
+        "touched",
         "user",
         "via",
     )
@@ -274,6 +364,7 @@ class _Job:
         self.jid_json = encode(jid)
         self.fun = fun  # "" while unknown
         self.arg: Any = None  # the job's arguments in Salt's format (None: unknown)
+        self.arg_rev = 0  # bumped whenever arg is set
         self.from_new = False  # fun (and arg) known from a new event
         self.admin_only = False
         self.tgt_json = tgt_json
@@ -291,20 +382,41 @@ class _Job:
         # same keys, same order as minions: each entry encoded, and its size in bytes
         self.minion_fragments: dict[str, tuple[str, int]] = {}
         self.entry_bytes = 0  # sum of the fragments' sizes
+        self.ok = 0  # entries whose success is true
         self.funs: dict[str, str | None] = {}  # the function of each minion's own return
         # the arguments of each minion's own return (normalised, bounded; None: unknown),
         # with their size in bytes (0 when they are the job's own, shared)
         self.args: dict[str, tuple[Any, int]] = {}
         self.arg_bytes = 0  # bytes of arg (kept outside the encoding)
+        self.kept_own = 0  # bytes of args' and funs' values (kept outside the encoding)
         self.counted = 0  # what the view last counted of kept(), see FormattedView._touch_job
         self.via: dict[str, str] = {}  # minion -> the syndic that announced it for this job
+        # entries changed since the view last noted them: minion -> fragment before (None: none)
+        self.touched: dict[str, str | None] = {}
+        self.fields: tuple[str, ...] = ()
+        self.judged: tuple[Any, ...] = ()
         self.head = ""
         self.size = 0  # bytes of '"<jid>":{...}' in the encoded table
         self.refresh()
 
+    def judge(self) -> tuple[Any, ...]:
+        """What every entry is judged by (see :meth:`may`): a change re-judges them all."""
+        return (self.fun, self.admin_only, self.from_new, self.arg_rev)
+
     def refresh(self) -> int:
         """Re-encode the job's own fields; the change in :attr:`size`."""
-        self.head = self._head(self.tgt_json, self.tgt_type)
+        self.fields = (
+            self.tgt_json,
+            encode(self.tgt_type),
+            encode(self.fun),
+            encode(self.start_time),
+            encode(self.state.value),
+            encode(self.success),
+            encode(self.user),
+            encode(self.end_time),
+        )
+        self.judged = self.judge()
+        self.head = _head_of(self.jid_json, self.fields)
         n = len(self.minion_fragments)
         size = (
             _nbytes(self.jid_json)
@@ -318,39 +430,19 @@ class _Job:
         delta, self.size = size - self.size, size
         return delta
 
-    def _head(self, tgt_json: str, tgt_type: str) -> str:
-        return "".join(
-            (
-                '{"jid":',
-                self.jid_json,
-                ',"tgt":',
-                tgt_json,
-                ',"tgt_type":',
-                encode(tgt_type),
-                ',"fun":',
-                encode(self.fun),
-                ',"start_time":',
-                encode(self.start_time),
-                ',"state":',
-                encode(self.state.value),
-                ',"success":',
-                encode(self.success),
-                ',"user":',
-                encode(self.user),
-                ',"end_time":',
-                encode(self.end_time),
-            )
-        )
-
     def put(self, mid: str, entry: dict[str, Any], fragment: str) -> None:
         """Set ``mid``'s entry and its encoding."""
         old = self.minion_fragments.get(mid)
+        if mid not in self.touched:
+            self.touched[mid] = None if old is None else old[0]
         if old is not None:
             self.entry_bytes -= old[1]
+            self.ok -= self.minions[mid].get("success") is True
         size = _nbytes(fragment)
         self.minions[mid] = entry
         self.minion_fragments[mid] = (fragment, size)
         self.entry_bytes += size
+        self.ok += entry.get("success") is True
 
     def expect(self, mids: Iterable[str]) -> None:
         """Also wait for ``mids``; a completed job that now waits runs again."""
@@ -366,26 +458,41 @@ class _Job:
         if mid not in self.pending:
             return False
         self.pending.discard(mid)
-        del self.minions[mid]
+        if mid not in self.touched:
+            self.touched[mid] = self.minion_fragments[mid][0]
+        self.ok -= self.minions.pop(mid).get("success") is True
         self.entry_bytes -= self.minion_fragments.pop(mid)[1]
-        self.funs.pop(mid, None)
-        self.args.pop(mid, None)
+        self.forget_kept(mid)
         return True
+
+    def forget_kept(self, mid: str) -> None:
+        """Drop what ``mid``'s return kept (its function and arguments)."""
+        fun = self.funs.pop(mid, None)
+        if fun:
+            self.kept_own -= len(fun)
+        self.kept_own -= self.args.pop(mid, (None, 0))[1]
+
+    def keep(self, mid: str, fun: str | None, arg: tuple[Any, int]) -> None:
+        """Keep the function and arguments of ``mid``'s return."""
+        self.forget_kept(mid)
+        self.funs[mid] = fun
+        self.args[mid] = arg
+        self.kept_own += (len(fun) if fun else 0) + arg[1]
 
     def kept(self) -> int:
         """Bytes kept besides the encoding: arguments and the functions of returns."""
-        own = sum(size for _, size in self.args.values())
-        return self.arg_bytes + own + sum(len(fun) for fun in self.funs.values() if fun)
+        return self.arg_bytes + self.kept_own
 
     def finish(self, stamp: str | None) -> None:
         self.state = JobState.COMPLETE
         self.end_time = stamp
-        self.success = all(m.get("success") is True for m in self.minions.values())
+        self.success = self.ok == len(self.minions)
 
     def set_arg(self, raw: Any) -> None:
         """The job's arguments, from its ``new`` (normalised and bounded as the ACL's)."""
         self.arg, size = normalise_arg(raw)
         self.arg_bytes = size if self.arg is not None else 0
+        self.arg_rev += 1
 
     def may(self, audience: Audience, mid: str) -> bool:
         """May ``audience`` see ``mid``'s entry? A return is judged by its own function and
@@ -398,18 +505,28 @@ class _Job:
             return not self.from_new or audience.may(self.fun, mid, arg=self.arg)
         return audience.may(self.fun, mid, arg=self.arg)
 
-    def render(self, only: set[str] | None = None) -> str:
-        """The job's JSON (``only``: just these minions' entries).
+    def cut_fields(self, shown: list[str]) -> tuple[str, ...]:
+        """The job's fields cut down to the minions ``shown`` (sorted): see :meth:`render`."""
+        return (encode(shown), _LIST_JSON, *self.fields[2:])
 
-        Cut down to ``only``, the target names just those minions (``tgt_type``
+    def value(self, mid: str) -> str:
+        """``mid``'s entry, encoded (from its cached fragment)."""
+        frag = self.minion_fragments[mid][0]
+        return frag[len(encode(mid)) + 1 :]
+
+    def render(self, shown: list[str] | None = None) -> str:
+        """The job's JSON (``shown``: just these minions' entries, sorted).
+
+        Cut down to ``shown``, the target names just those minions (``tgt_type``
         ``list``), as a cut-down ``new`` event does on ``/all_events``: the
         original expression may name minions the audience may not see.
         """
         frags = self.minion_fragments
-        if only is None:
+        if shown is None:
             return self.head + _JOB_MINIONS + ",".join(frag for frag, _ in frags.values()) + "}}"
+        only = set(shown)
         parts = [frag for mid, (frag, _) in frags.items() if mid in only]
-        head = self._head(encode(sorted(only)), "list")
+        head = _head_of(self.jid_json, self.cut_fields(shown))
         return head + _JOB_MINIONS + ",".join(parts) + "}}"
 
 
@@ -424,6 +541,8 @@ class FormattedView:
         accepted: ids of the minion keys this master has accepted (see :meth:`set_accepted`).
         valid_id: the id rule (default :func:`salt_ws.events.valid_id`; the
             engine may pass Salt's own, bound to the master's opts).
+        grains: option ``view_grains``: the names of the grains kept per minion, in
+            this order (``None``: all of them, as saltnado).
     """
 
     def __init__(
@@ -433,8 +552,11 @@ class FormattedView:
         syndics: bool = False,
         accepted: Iterable[str] = (),
         valid_id: Callable[[str], bool] | None = None,
+        grains: Iterable[str] | None = None,
     ) -> None:
         self.limits = limits or ViewLimits()
+        self.master = master
+        self.grains = None if grains is None else tuple(dict.fromkeys(grains))
         # option include_master: every table message also says which master it describes
         self._suffix = "}" if master is None else ',"master":' + encode(master) + "}"
         self._follow_syndics = syndics
@@ -458,11 +580,16 @@ class FormattedView:
         self._jobs: dict[str, _Job] = {}
         self._jobs_size = 0  # sum of the jobs' sizes in bytes
         self._job_fragments: dict[str, str] = {}
-        self._audience_jobs: dict[str, dict[str, str]] = {}  # audience -> jid -> fragment
+        # audience -> jid -> (fragment, minions shown: None all, [] none, else sorted ids)
+        self._audience_jobs: dict[str, dict[str, tuple[str, list[str] | None]]] = {}
         self._kept = 0  # bytes jobs keep besides their encoding (arguments, functions)
         # encoded tables: key None is the full view, other keys one audience's
         self._minions_messages: dict[str | None, str] = {}
         self._jobs_messages: dict[str | None, str] = {}
+        # what changed since the last input method returned (see Changes), by id
+        self._serial = 0  # of the last Changes handed out
+        self._changed_minions: dict[str, dict[str, Any] | None] = {}
+        self._changed_jobs: dict[str, JobChange] = {}
         self._set_accepted(accepted)
 
     # -- queries --------------------------------------------------------------------------
@@ -541,11 +668,8 @@ class FormattedView:
                 for job in self._jobs.values():
                     parts.append(self._fragment(job))
             else:
-                cache = self._audience_jobs.setdefault(key, {})
-                for jid, job in self._jobs.items():
-                    frag = cache.get(jid)
-                    if frag is None:
-                        frag = cache[jid] = self._audience_fragment(job, audience)  # type: ignore[arg-type]
+                for jid in self._jobs:
+                    frag = self.audience_job(jid, audience)[0]  # type: ignore[arg-type]
                     if frag:
                         parts.append(frag)
             message = self._jobs_messages[key] = _join('{"jobs":{', parts, self._suffix)
@@ -557,22 +681,61 @@ class FormattedView:
             frag = self._job_fragments[job.jid] = job.jid_json + ":" + job.render()
         return frag
 
-    def _audience_fragment(self, job: _Job, audience: Audience) -> str:
-        """The job as ``audience`` sees it ("" : not at all)."""
+    def audience_job(self, jid: str, audience: Audience) -> tuple[str, list[str] | None]:
+        """Job ``jid`` as a (limited) ``audience`` sees it, cached until the job changes:
+        its fragment (``""``: not at all) and the minions shown (``None``: all of them;
+        ``[]``: none; else their sorted ids, and the job is cut down to them)."""
+        cache = self._audience_jobs.setdefault(audience.key, {})
+        found = cache.get(jid)
+        if found is None:
+            found = cache[jid] = self._audience_fragment(self._jobs[jid], audience)
+        return found
+
+    def _audience_fragment(self, job: _Job, audience: Audience) -> tuple[str, list[str] | None]:
+        """The job as ``audience`` sees it ("" : not at all), and the minions it shows."""
         if job.admin_only:
-            return ""
-        allowed = {mid for mid in job.minions if job.may(audience, mid)}
+            return "", []
+        allowed = [mid for mid in job.minions if job.may(audience, mid)]
         if not allowed:
-            return ""
+            return "", []
         if len(allowed) < len(job.minions):
-            return job.jid_json + ":" + job.render(allowed)
-        return self._fragment(job)
+            allowed.sort()
+            return job.jid_json + ":" + job.render(allowed), allowed
+        return self._fragment(job), None
 
     def forget_audience(self, key: str) -> None:
         """Drop an audience's cached tables (its permissions were re-resolved)."""
         self._minions_messages.pop(key, None)
         self._jobs_messages.pop(key, None)
         self._audience_jobs.pop(key, None)
+
+    # -- rows, for the delta feed (salt_ws.delta) ------------------------------------------
+
+    @property
+    def jids(self) -> list[str]:
+        """Jids in the table, oldest first."""
+        return list(self._jobs)
+
+    def minion_entry(self, mid: str) -> dict[str, Any] | None:
+        """``mid``'s row of the minions table (not to be changed), or ``None``."""
+        return self._minions.get(mid)
+
+    def minion_value(self, mid: str) -> str:
+        """``mid``'s row, encoded as in the minions table (its cached fragment's value)."""
+        frag = self._minion_fragments.get(mid)
+        if frag is None:
+            frag = self._minion_fragments[mid] = encode(mid) + ":" + encode(self._minions[mid])
+        return frag[len(encode(mid)) + 1 :]
+
+    def job(self, jid: str) -> _Job | None:
+        """Job ``jid``'s row (not to be changed: read its ``fields``, ``minions``,
+        ``minion_fragments``, ``judged``, ``may()``), or ``None``."""
+        return self._jobs.get(jid)
+
+    def job_value(self, jid: str) -> str:
+        """Job ``jid``, encoded as in the administrators' jobs table."""
+        job = self._jobs[jid]
+        return self._fragment(job)[len(job.jid_json) + 1 :]
 
     def snapshot(self, audience: Audience | None = None) -> list[str]:
         """What a new client receives first: the minions message, then the jobs message."""
@@ -621,10 +784,10 @@ class FormattedView:
                 if known:
                     continue
                 grains = self._minions[mid]["grains"] if mid in self._minions else {}
-            self._put_minion(mid, dict(grains))
+            self._put_minion(mid, self._grains(grains))
         if missing:
             update.commands.append(LoadGrains(tuple(missing)))
-        return update
+        return self._collect(update)
 
     def set_accepted(self, accepted: Iterable[str] | None, now: float | None = None) -> Update:
         """Result of a :class:`ReloadKeys` command: the master's accepted keys now.
@@ -644,7 +807,7 @@ class FormattedView:
             update.merge(self._add([m for m in hints if m in self._accepted]))
         if now is not None:
             update.commands.extend(self._keys_command(now))
-        return update
+        return self._collect(update)
 
     def apply(self, tag: Any, data: Any, now: float) -> Update:
         """Apply one bus event; never raises for odd tags or payloads."""
@@ -652,7 +815,7 @@ class FormattedView:
         update.commands.extend(self._keys_command(now))
         if self._bound_jobs():
             update.jobs = True
-        return update
+        return self._collect(update)
 
     def _apply(self, event: ev.Event | ev.Forwarded | None, now: float) -> Update:
         if event is None:
@@ -717,17 +880,17 @@ class FormattedView:
                 update.merge(self._remove(list(self._sources.get(sid, ())), sid))
         if now is not None:
             update.commands.extend(self._keys_command(now))
-        return update
+        return self._collect(update)
 
     def set_grains(self, mid: str, grains: Mapping[str, Any] | None) -> Update:
         """Result of a :class:`LoadGrains` command (ignored if the minion left meanwhile)."""
         if mid not in self._minions or grains is None:
             return Update()
-        grains = dict(grains)
+        grains = self._grains(grains)
         if self._minions[mid]["grains"] == grains:
             return Update()
         self._put_minion(mid, grains)
-        return Update(minions=True)
+        return self._collect(Update(minions=True))
 
     def expire(self, now: float) -> Update:
         """Time out jobs whose minions never answered, and drop jobs past ``job_max_age``.
@@ -753,7 +916,7 @@ class FormattedView:
             elif self._settle(job, now):  # syndics had time to report more minions
                 changed = True
         changed |= self._bound_jobs()
-        return Update(jobs=changed, commands=self._keys_command(now))
+        return self._collect(Update(jobs=changed, commands=self._keys_command(now)))
 
     # -- trust ----------------------------------------------------------------------------
 
@@ -865,11 +1028,60 @@ class FormattedView:
             return LOCAL
         return min((s for s, members in self._sources.items() if mid in members), default=None)
 
+    def _grains(self, grains: Mapping[str, Any]) -> dict[str, Any]:
+        """The grains kept of ``grains`` (option ``view_grains``), as a new dict."""
+        names = self.grains
+        if names is None:
+            return dict(grains)
+        return {name: grains[name] for name in names if name in grains}
+
+    def _note_minion(self, mid: str) -> None:
+        """``mid``'s entry is about to change (see :class:`Changes`)."""
+        if mid not in self._changed_minions:
+            self._changed_minions[mid] = self._minions.get(mid)
+
+    def _note_job(self, job: _Job, created: bool = False) -> None:
+        """``job`` changed: note its state as last sent, and its entries that changed."""
+        change = self._changed_jobs.get(job.jid)
+        if change is None:
+            before = (None, None) if created else (job.fields, job.judged)
+            change = self._changed_jobs[job.jid] = JobChange(*before)
+        if job.touched:
+            for mid, frag in job.touched.items():
+                change.entries.setdefault(mid, frag)
+            job.touched = {}
+
+    def _collect(self, update: Update) -> Update:
+        """Hand the changes noted since the last input method returned to ``update``."""
+        if self._changed_minions or self._changed_jobs:
+            self._serial += 1
+            changes = Changes(self._serial, self._serial)
+            changes.minions, self._changed_minions = self._changed_minions, {}
+            changes.jobs, self._changed_jobs = self._changed_jobs, {}
+            update.minions |= bool(changes.minions)
+            update.jobs |= bool(changes.jobs)
+            update.merge(Update(changes=changes))
+        return update
+
+    @property
+    def serial(self) -> int:
+        """Serial number of the last :class:`Changes` handed out (see :meth:`settle_changes`)."""
+        return self._serial
+
+    @property
+    def changes_pending(self) -> bool:
+        """Are there changes not yet handed out (an input method raised half-way)?"""
+        return bool(self._changed_minions or self._changed_jobs)
+
     def _put_minion(self, mid: str, grains: dict[str, Any]) -> None:
         entry: dict[str, Any] = {"id": mid, "grains": grains}
         origin = self._origin(mid)
         if origin:
             entry["syndic"] = origin
+        old = self._minions.get(mid)
+        if old == entry:
+            return  # (a re-seed with the same grains: the cached fragment stays right)
+        self._note_minion(mid)
         self._minions[mid] = entry
         self._minion_fragments.pop(mid, None)
         self._minions_messages.clear()
@@ -899,6 +1111,7 @@ class FormattedView:
             members.discard(mid)
             entry = self._minions[mid]
             if self._origin(mid) is None:
+                self._note_minion(mid)
                 del self._minions[mid]
                 self._minion_fragments.pop(mid, None)
                 self._minions_messages.clear()
@@ -1036,6 +1249,7 @@ class FormattedView:
         if not job.admin_only:
             job.admin_only = True
             self._refuse("fun_conflict")
+        if job.judge() != job.judged:  # (its function may just have become known)
             self._touch_job(job)
         return False
 
@@ -1050,6 +1264,7 @@ class FormattedView:
         return True
 
     def _touch_job(self, job: _Job) -> None:
+        self._note_job(job)
         self._jobs_size += job.refresh()
         kept = job.kept()
         self._kept += kept - job.counted
@@ -1065,6 +1280,8 @@ class FormattedView:
     def _drop_job(self, jid: str) -> None:
         job = self._jobs.pop(jid, None)
         if job is not None:
+            self._note_job(job)
+            self._changed_jobs[jid].dropped = True
             self._jobs_size -= job.size
             self._kept -= job.counted
         self._forget_fragments(jid)
@@ -1079,6 +1296,7 @@ class FormattedView:
         return dropped
 
     def _insert_job(self, job: _Job) -> None:
+        self._note_job(job, created=True)
         self._jobs[job.jid] = job
         self._jobs_size += job.size
         self._touch_job(job)
@@ -1158,12 +1376,12 @@ class FormattedView:
             fragment = encode(mid) + ":" + encode(entry)
         job.put(mid, entry, fragment)
         if returned:
-            job.funs[mid] = fun if valid_fun(fun) else None  # (nothing else is kept)
             arg, size = normalise_arg(fun_args)
             if arg is not None and arg == job.arg:
-                job.args[mid] = (job.arg, 0)  # the job's own: shared
+                kept = (job.arg, 0)  # the job's own: shared
             else:
-                job.args[mid] = (arg, size if arg is not None else 0)
+                kept = (arg, size if arg is not None else 0)
+            job.keep(mid, fun if valid_fun(fun) else None, kept)  # (no other fun is kept)
 
     def _job_new(self, event: ev.JobNew, now: float) -> Update:
         expected = self._targets(event.minions, local=True)
@@ -1215,6 +1433,9 @@ class FormattedView:
                 self._refuse("fun_conflict")
                 self._touch_job(job)
         if mid not in job.minions and not self._within_job(job, [mid]):
+            if job.judge() != job.judged:  # (its function may just have become known)
+                self._touch_job(job)
+                return update
             return Update()
         job.pending.discard(mid)
         entry = {"return": event.ret, "retcode": event.retcode, "success": event.success}
@@ -1225,12 +1446,13 @@ class FormattedView:
             update.merge(self._add([mid], sid))  # it answered through its syndic
             answered = self._minions.get(mid)
             if answered and event.fun == "grains.items" and isinstance(event.ret, dict):
-                if event.success and answered["grains"] != event.ret:
-                    self._put_minion(mid, dict(event.ret))  # no grains cache here for it
+                grains = self._grains(event.ret)
+                if event.success and answered["grains"] != grains:
+                    self._put_minion(mid, grains)  # no grains cache here for it
                     update.minions = True
         if job.state is JobState.RUNNING:
             self._settle(job, now)
         else:
-            job.success = all(m.get("success") is True for m in job.minions.values())
+            job.success = job.ok == len(job.minions)
         self._touch_job(job)
         return update

@@ -65,3 +65,25 @@ def test_timed_out_job_has_an_end_time():
     row = view.tables()["jobs"]["1"]
     assert row["state"] == "complete"
     assert row["end_time"] is not None
+
+
+def test_a_function_learnt_from_a_conflicting_new_is_shown_at_once():
+    # A job known only from a return without a function, then a new naming a function not
+    # shaped like one: the job shows the marker (and is administrators-only) right away,
+    # not at its next change (its head was not re-encoded).
+    view = seeded()
+    view.apply("salt/job/1/ret/minion-1", {"id": "minion-1", "retcode": 0, "return": 1}, 1.0)
+    assert view.tables()["jobs"]["1"]["fun"] == ""
+    view.apply("salt/job/1/new", {"jid": "1", "fun": "bad fun!", "minions": ["minion-1"]}, 2.0)
+    assert view.tables()["jobs"]["1"]["fun"] == "<not a function name>"
+
+
+def test_a_function_learnt_from_a_return_over_the_entries_bound_is_shown_at_once():
+    from salt_ws.view import ViewLimits
+
+    view = FormattedView(ViewLimits(max_minions=1))
+    view.seed({"minion-1": {}, "minion-2": {}})
+    view.apply("salt/job/1/ret/minion-1", {"id": "minion-1", "retcode": 0, "return": 1}, 1.0)
+    data = {"id": "minion-2", "fun": "test.ping", "retcode": 0, "return": True}
+    view.apply("salt/job/1/ret/minion-2", data, 2.0)  # no room for its entry
+    assert view.tables()["jobs"]["1"]["fun"] == "test.ping"
