@@ -1,9 +1,10 @@
-"""Runner for the ``ws`` engine (salt_ws): ``salt-run ws.status`` and ``salt-run ws.view``.
+"""Runner for the ``ws`` engine (salt_ws): ``salt-run ws.status``, ``ws.view`` and ``ws.clients``.
 
 ``ws.status`` reports whether the engine of this master is running and its
 live counters; ``ws.view`` prints the formatted view (minions and jobs) that
-``/formatted_events`` clients see. Both ask the engine over a Unix socket in
-the master's ``sock_dir`` and answer within a second.
+``/formatted_events`` clients see; ``ws.clients`` lists the connected clients.
+All ask the engine over a Unix socket in the master's ``sock_dir`` and answer
+within a second.
 """
 
 import logging
@@ -80,6 +81,31 @@ def view(minion=None, jid=None):
     """
     ret = salt_ws.status.view(__opts__, minion=minion, jid=jid)  # noqa: F821
     if "error" in ret or ret.get("running") is False:
+        __context__["retcode"] = 1  # noqa: F821
+        ret["retcode"] = 1
+    return ret
+
+
+def clients():
+    """List the clients connected to the ``ws`` engine: one row per open stream.
+
+    Each row: ``endpoint`` (all_events, formatted_events, events), ``user``,
+    ``eauth``, ``address``, ``connected_since``, ``connected_for`` (s),
+    ``state``, ``filters``, ``last_id`` (it was handed every event up to this
+    id), ``queue`` (messages waiting) and ``messages_sent``; with several
+    engine instances also ``port``. Never a token. When no engine answers, one
+    ``message`` line says so and the exit code is 1.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run ws.clients
+        salt-run ws.clients --out=table
+        salt-run ws.clients --out=json
+    """
+    ret = salt_ws.status.clients(__opts__)  # noqa: F821
+    if isinstance(ret, dict):  # not running
         __context__["retcode"] = 1  # noqa: F821
         ret["retcode"] = 1
     return ret

@@ -16,7 +16,14 @@ import tornado.web
 
 from salt_ws import dashboard
 from salt_ws.auth import loggable
-from salt_ws.handlers import EventsHandler, EventsSSEHandler, LoginHandler, LogoutHandler, Services
+from salt_ws.handlers import (
+    EventsHandler,
+    EventsSSEHandler,
+    LoginHandler,
+    LogoutHandler,
+    MetricsHandler,
+    Services,
+)
 from salt_ws.hub import Channel
 from salt_ws.limits import address_key, is_trusted
 
@@ -69,6 +76,8 @@ def make_app(services: Services) -> tornado.web.Application:
         *dashboard.routes(services),  # "/" and "/dashboard/...": none with dashboard: False
     ]
     cfg = services.config
+    if cfg.metrics:  # GET /metrics (Prometheus); 404 otherwise
+        routes.append((r"/metrics", MetricsHandler, kwargs))
     return tornado.web.Application(
         routes,
         debug=False,  # tornado's debug mode autoreloads and serves tracebacks: never in an engine

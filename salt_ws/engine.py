@@ -27,6 +27,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -42,8 +43,9 @@ from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
 from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
+from salt_ws.metrics import Histogram, Registry, require
 from salt_ws.pipeline import Entry, Group, Pipeline
-from salt_ws.status import StatusServer, socket_path
+from salt_ws.status import StatusServer, client_rows, socket_path
 from salt_ws.view import FormattedView, LoadGrains, ReloadKeys, Update, ViewLimits
 
 __all__ = ["Counters", "Engine", "run"]
@@ -163,6 +165,11 @@ class Engine:
             syndics=self.syndics,
         )
         self.grains = GrainsQueue()
+        if config.metrics:
+            require()  # prometheus_client, which Salt does not bring: a ConfigError if missing
+        self.fanout = Histogram()  # seconds from a batch's bus read to its last client write
+        self._read_at: float | None = None  # when the batch being drained was read (perf_counter)
+        self.metrics = Registry(self)  # every number, for ws.status and /metrics
         # grains reads and admission's target resolution each on a thread of their own,
         # not queued behind the default executor's fleet work (reseed, presence, keys)
         self._grains_pool = concurrent.futures.ThreadPoolExecutor(1, "salt_ws-grains")
@@ -173,6 +180,9 @@ class Engine:
     def consume(self, items: list[Any]) -> None:
         """Number and publish the bus items (each encoded once per group), apply them to
         the view (engine loop)."""
+        read_at, self._read_at = self._read_at, None
+        if read_at is None:  # not through the bus handoff (tests): from now
+            read_at = time.perf_counter()
         now = time.time()
         batch = self.stream.feed(items, now)
         self.counters.events_received += len(items)
@@ -186,7 +196,38 @@ class Engine:
         if batch.reseed:
             self._spawn(self._reseed())  # the view may have missed changes
         self.publish(batch.entries)
+        self._fanned_out(read_at)
         self.view_changed(update)
+
+    def _fanned_out(self, read_at: float) -> None:
+        """Observe the fan-out time once the clients' writes of this loop turn are done
+        (they run in callbacks queued by the publish, ahead of this one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tests): the writes, if any, were synchronous
+            self.fanout.observe(time.perf_counter() - read_at)
+            return
+        loop.call_soon(lambda: self.fanout.observe(time.perf_counter() - read_at))
+
+    def _stamped(self, schedule: Any) -> Any:
+        """The bus handoff's ``schedule``, noting when the batch it wakes for was read.
+
+        The bus thread schedules a drain for the first event after the last drain (its
+        read time is the batch's); a drain that leaves items behind reschedules itself
+        on the loop thread, and those items keep the read time of the batch they came in.
+        """
+        loop_thread = threading.get_ident()
+
+        def stamp(drain: Any) -> Any:
+            carried = self._read_at if threading.get_ident() == loop_thread else None
+            read_at = carried if carried is not None else time.perf_counter()
+            return schedule(self._drain_read_at, drain, read_at)
+
+        return stamp
+
+    def _drain_read_at(self, drain: Any, read_at: float) -> None:
+        self._read_at = read_at
+        drain()
 
     def publish(self, entries: list[Entry]) -> None:
         """Queue ``entries`` for every ``/all_events`` (and ``/events``) group."""
@@ -395,14 +436,16 @@ class Engine:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.status_server = StatusServer(
             socket_path(self.opts, self.config.port),
-            {"status": self.status, "view": self.view.tables},
+            {"status": self.status, "view": self.view.tables, "clients": self.clients},
         )
         await self.status_server.start()
         self.auth = Authenticator(self.opts, max_pending_logins=self.config.max_pending_logins)
         # tokens issued before a restart are removed early too (see Authenticator.reap)
         known = await self.auth.run(self.auth.load_known)
         log.debug("salt_ws: %d tokens in the store are tracked for expiry", known)
-        handoff = Handoff(loop.call_soon_threadsafe, self.consume, self.config.bus_queue_bytes)
+        handoff = Handoff(
+            self._stamped(loop.call_soon_threadsafe), self.consume, self.config.bus_queue_bytes
+        )
         self.bus = BusReader(self.opts, handoff)
         self.bus.start()
         if not await loop.run_in_executor(None, self.bus.wait_started, 30.0):
@@ -414,6 +457,7 @@ class Engine:
         self.services = Services(
             self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit, self.stream
         )
+        self.services.exposition = self.metrics.exposition  # GET /metrics (metrics: True)
         self.server = make_server(self.services, self.tls)
         sockets = await self._bind()
         if sockets is None:
@@ -516,7 +560,13 @@ class Engine:
             "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
             "limits": self.services.stats() if self.services is not None else {},
             "stream": self.stream.status(),  # ids, history, replays and gaps
+            "metrics": self.metrics.status(),  # the registry /metrics serves (salt_ws_* names)
         }
+
+    def clients(self) -> dict[str, Any]:
+        """What ``salt-run ws.clients`` reports: one row per open stream (no token)."""
+        sockets = self.services.sockets if self.services is not None else ()
+        return {"clients": client_rows(sockets, self.stream.id_of, time.time())}
 
 
 def _port_label(port: object) -> str:

@@ -32,7 +32,8 @@ from salt_ws import wire
 from salt_ws.acl import ADMIN
 from salt_ws.auth import MAX_TOKEN_EXPIRE, LoginBusy, LoginFailed, check_token_expire, loggable
 from salt_ws.hub import Channel, Subscription
-from salt_ws.limits import LoginThrottle, Slots, address_key, client_address, networks
+from salt_ws.limits import LoginThrottle, Slots, address_key, client_address, is_trusted, networks
+from salt_ws.metrics import Traffic, close_reason
 from salt_ws.pipeline import Pipeline
 from salt_ws.session import (
     CLIENT_READY,
@@ -53,6 +54,7 @@ __all__ = [
     "EventsSSEHandler",
     "LoginHandler",
     "LogoutHandler",
+    "MetricsHandler",
     "Services",
     "Writes",
 ]
@@ -217,6 +219,9 @@ class Services:
         self.http = Slots(config.max_http_connections, config.max_http_connections_per_address)
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
         self.writes = Writes()  # coalesced flushes and what the writes cost
+        self.traffic = Traffic()  # per endpoint: sent, connections, closes by reason; logins
+        # GET /metrics: (body, content type); the engine's registry (None: not served)
+        self.exposition: Callable[[], tuple[bytes, str]] | None = None
 
     def authenticated(self) -> int:
         """Open streams with a checked token (what ``max_connections`` counts)."""
@@ -268,6 +273,7 @@ class Services:
         """Close sockets whose token has expired; returns how many."""
         expired = [h for h in self.sockets if h.session is not None and h.session.expired(now)]
         for handler in expired:
+            handler.closing("token_expired")
             handler.close(wire.CLOSE_TOKEN_INVALID, "token expired")
         return len(expired)
 
@@ -284,6 +290,7 @@ class Services:
         """Close the sockets of a token that was logged out; returns how many."""
         revoked = [h for h in self.sockets if h.token == token]
         for handler in revoked:
+            handler.closing("logout")
             handler.close(wire.CLOSE_TOKEN_INVALID, "token revoked by /logout")
         return len(revoked)
 
@@ -424,9 +431,23 @@ class BaseHandler(_Redacting, tornado.web.RequestHandler):
 class LoginHandler(BaseHandler):
     """``POST /login``: eauth credentials in, saltnado's token payload out."""
 
+    # salt_ws_logins_total{result}, by the answer (a cross-origin 403 is only a refusal)
+    RESULTS = {
+        200: "ok",
+        400: "malformed",
+        401: "bad_credentials",
+        429: "throttled",
+        503: "throttled",
+    }
+
     def get(self) -> None:
         self.set_header("WWW-Authenticate", "Session")
         self.fail(401, "Please log in")
+
+    def on_finish(self) -> None:
+        result = self.RESULTS.get(self.get_status()) if self.request.method == "POST" else None
+        if result is not None:
+            self.services.traffic.login(result)
 
     async def post(self) -> None:
         services = self.services
@@ -531,6 +552,48 @@ class LogoutHandler(BaseHandler):
         self.reply({"return": "Your token has been cleared"})
 
 
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: the engine's registry in Prometheus' text format (``metrics: True``).
+
+    From an address in ``metrics_allow`` (the client's address as for every limit:
+    a ``trusted_proxies`` peer's ``X-Forwarded-For``, else the peer) without a
+    token; from anywhere else only with an administrator's ``X-Auth-Token``
+    (not the cookie); otherwise 403. Unknown tokens count against the address's
+    unknown-token throttle, as on the streams.
+    """
+
+    async def get(self) -> None:
+        services = self.services
+        exposition = services.exposition
+        if exposition is None:
+            self.fail(404, "metrics are not served (metrics: False)")
+            return
+        address = services.client_address(self.request)
+        if not is_trusted(address, networks(services.config.metrics_allow)):
+            if not await self._administrator(address_key(address)):
+                self.fail(403, "an administrator's X-Auth-Token is needed from this address")
+                return
+        body, content_type = exposition()
+        self.set_header("Content-Type", content_type)
+        self.finish(body)
+
+    async def _administrator(self, key: str) -> bool:
+        token = self.request.headers.get("X-Auth-Token")
+        services = self.services
+        if not token:
+            return False
+        if services.token_throttle.retry_after(key, time.time()) > 0:
+            services.refuse("unknown_token_throttled")
+            return False
+        auth = services.auth
+        user = await auth.run(auth.session, token)
+        if user is None:
+            services.token_throttle.failed(key, time.time())
+            return False
+        audience = await services.admit(user)
+        return audience is None or audience.key == ADMIN
+
+
 class _Stream:
     """What the websocket and SSE handlers share: the session, admission, the pump.
 
@@ -554,6 +617,35 @@ class _Stream:
         self._inflight_since = 0.0  # since when (time.monotonic())
         self.address = ""  # the client's (see Services.client_address)
         self._key = ""  # what per-address limits count (IPv6: the /64)
+        # for ws.clients and the metrics (salt_ws.status.client_rows, salt_ws.metrics.Traffic)
+        self.opened_at = time.time()  # reset when the stream opens
+        self.sent = 0  # messages handed to its socket
+        self.delivered: int | None = None  # it was handed every event up to this seq
+        self._close_reason: str | None = None  # why the engine closes it (the first given)
+
+    @property
+    def endpoint(self) -> str:
+        """``all_events``, ``formatted_events`` or ``events`` (SSE): the metrics' label."""
+        return "events" if self.client.sse else self.channel.value
+
+    @property
+    def subscription(self) -> Subscription | None:
+        """Its place in the hub (None before it streams)."""
+        return self._sub
+
+    def closing(self, reason: str) -> None:
+        """Note why the engine ends this stream (one of :data:`salt_ws.metrics.CLOSE_REASONS`);
+        the first reason noted is the one counted when it ends."""
+        if self._close_reason is None:
+            self._close_reason = reason
+
+    def _opened(self) -> None:
+        """The stream is open: count it and start its clock."""
+        services = self.services
+        services.sockets.add(self)
+        services.counters.connections += 1
+        services.traffic.connected(self.endpoint)
+        self.opened_at = time.time()
 
     @property
     def token(self) -> str | None:
@@ -619,13 +711,18 @@ class _Stream:
         self._sub = services.hub.subscribe(
             self.channel, self._wake, self._cut, initial, audience=client.audience, key=key
         )
+        if not initial and self.channel is Channel.ALL_EVENTS:
+            self.delivered = services.stream.seq  # live from here
         self._flush()  # the snapshot or replay, if any
 
     def _wake(self) -> None:
         self.services.writes.wake(self)
 
     def _unsubscribe(self) -> None:
-        self.services.sockets.discard(self)
+        sockets = self.services.sockets
+        if self in sockets:  # the stream ends (counted once)
+            sockets.discard(self)
+            self.services.traffic.ended(self.endpoint, self._close_reason or "client")
         if self.client.state is not State.CLOSED:
             self.client.state = State.CLOSED
         if self._sub is not None:
@@ -690,6 +787,8 @@ class _Stream:
             return
         outbox, counters, frame = sub.outbox, self.services.counters, self._frame
         writes = self.services.writes
+        traffic, endpoint = self.services.traffic, self.endpoint
+        numbered = self.channel is Channel.ALL_EVENTS
         while sub.active and outbox:
             if not self._writable():
                 return
@@ -711,6 +810,10 @@ class _Stream:
             except tornado.iostream.StreamClosedError:
                 return
             counters.messages_sent += count
+            self.sent += count
+            traffic.sent(endpoint, count, len(data))
+            if numbered and not outbox:
+                self.delivered = self.services.stream.seq  # everything queued so far
             writes.writes += 1
             writes.messages += count
             if written is None:
@@ -727,6 +830,22 @@ class _Stream:
         if written.cancelled() or written.exception() is not None:
             return  # the stream closed; on_close cleans up
         self._flush()
+
+
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """tornado's websocket protocol, telling the handler why it closes a connection itself:
+    the echo of a client's close frame, a ping timeout, a message too big."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated:
+            handler = cast(_Stream, self.handler)
+            if self.client_terminated:
+                handler.closing("client")
+            elif reason == "ping timed out":  # tornado's periodic_ping
+                handler.closing("ping_timeout")
+            elif code is not None:
+                handler.closing(close_reason(code))  # 1009: message too big (policy)
+        super().close(code, reason)
 
 
 class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
@@ -816,10 +935,9 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         self.set_nodelay(True)
-        self.services.sockets.add(self)
+        self._opened()
         if self.session is None and self.services.unauthenticated.acquire(self._key) is None:
             self._unauthenticated = self._key
-        self.services.counters.connections += 1
         timeout = self.services.config.handshake_timeout
         self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
 
@@ -901,7 +1019,15 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
             conn.stream.close()
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if code is not None:
+            self.closing(close_reason(code))
         tornado.websocket.WebSocketHandler.close(self, code, reason)
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is tornado.websocket.WebSocketProtocol13:
+            return _Protocol(self, False, protocol.params)
+        return protocol
 
     def _writable(self) -> bool:
         conn = self.ws_connection
@@ -1014,8 +1140,7 @@ class EventsSSEHandler(_Stream, BaseHandler):
         services.detach_http(stream)  # counted as a stream from now on, as an upgrade would
         if hasattr(stream, "set_nodelay"):
             stream.set_nodelay(True)
-        services.sockets.add(self)
-        services.counters.connections += 1
+        self._opened()
         self.write("retry: 400\n\n")
         self.flush()
         self._subscribe()
@@ -1030,6 +1155,8 @@ class EventsSSEHandler(_Stream, BaseHandler):
         """End the stream (token expired or revoked, shutdown, too slow)."""
         if self._done is None or self._done.is_set():
             return
+        if code is not None:
+            self.closing(close_reason(code))
         self._unsubscribe()
         if not self._finished:
             self.finish()
@@ -1043,6 +1170,7 @@ class EventsSSEHandler(_Stream, BaseHandler):
             self._inflight_bytes,
             WRITE_TIMEOUT,
         )
+        self.closing("too_slow")
         self._unsubscribe()
         self.request.connection.stream.close()
         if self._done is not None:

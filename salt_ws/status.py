@@ -1,10 +1,12 @@
-"""What ``salt-run ws.status`` and ``ws.view`` report, and how the runner reaches the engine.
+"""What ``salt-run ws.status``, ``ws.view`` and ``ws.clients`` report, and how the runner
+reaches the engine.
 
 Each engine instance listens on a Unix socket in the master's ``sock_dir``
 named after its HTTP port (``salt_ws.8000.sock``; mode 0600: only the
 master's user can ask). The protocol
-is one line each way: the runner sends a command (``status`` or ``view``),
-the engine answers one JSON object. Nothing is opened to the network.
+is one line each way: the runner sends a command (``status``, ``view`` or
+``clients``), the engine answers one JSON object (``clients``: ``{"clients":
+[row, ...]}``, see :func:`client_rows`). Nothing is opened to the network.
 """
 
 from __future__ import annotations
@@ -15,9 +17,21 @@ import json
 import logging
 import os
 import socket
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-__all__ = ["StatusServer", "ask", "query", "report", "socket_path", "view"]
+from salt_ws.wire import stamp
+
+__all__ = [
+    "CLIENT_COLUMNS",
+    "StatusServer",
+    "ask",
+    "client_rows",
+    "clients",
+    "query",
+    "report",
+    "socket_path",
+    "view",
+]
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +188,68 @@ def view(
             return {"error": f"job {jid!r} is not in the view"}
         return {"jobs": {jid: tables["jobs"][jid]}}
     return tables
+
+
+# What a ws.clients row holds (and nothing else: never a token, nor the token's other data).
+CLIENT_COLUMNS = (
+    "endpoint",  # all_events, formatted_events or events (SSE)
+    "user",  # the token's user name (None while a websocket waits for its token message)
+    "eauth",
+    "address",  # the client's (a trusted proxy's X-Forwarded-For, else the peer)
+    "connected_since",  # when the stream opened, as Salt stamps events
+    "connected_for",  # seconds
+    "state",  # awaiting token, authenticating, awaiting ready, streaming, closed
+    "filters",  # its tag filters (none: every event)
+    "last_id",  # it was handed every event up to this id (its filters and permissions
+    # allowing); None on /formatted_events and before the first message
+    "queue",  # messages waiting in its queue
+    "messages_sent",  # messages handed to its socket
+)
+
+
+def client_rows(
+    streams: Iterable[Any], id_of: Callable[[int], str], now: float
+) -> list[dict[str, Any]]:
+    """One :data:`CLIENT_COLUMNS` row per open stream, oldest first (pure).
+
+    Args:
+        streams: the handlers' open streams (``salt_ws.handlers._Stream``).
+        id_of: the stream's id of a seq (:meth:`salt_ws.pipeline.Pipeline.id_of`).
+        now: the time (``time.time()``).
+    """
+    rows = []
+    for stream in sorted(streams, key=lambda s: s.opened_at):
+        user = stream.session or {}
+        sub = stream.subscription
+        delivered = stream.delivered
+        rows.append(
+            {
+                "endpoint": stream.endpoint,
+                "user": user.get("name"),
+                "eauth": user.get("eauth"),
+                "address": stream.address,
+                "connected_since": stamp(stream.opened_at),
+                "connected_for": round(max(0.0, now - stream.opened_at), 3),
+                "state": stream.client.state.value,
+                "filters": list(stream.client.filters),
+                "last_id": id_of(delivered) if delivered is not None else None,
+                "queue": len(sub.outbox) if sub is not None and sub.active else 0,
+                "messages_sent": stream.sent,
+            }
+        )
+    return rows
+
+
+def clients(opts: Mapping[str, Any], timeout: float = 1.0) -> list[dict[str, Any]] | dict[str, Any]:
+    """The connected clients of this master's engine(s): a list of rows (:data:`CLIENT_COLUMNS`).
+
+    Returns:
+        The rows; with several engine instances each row also names its engine's
+        ``port``. ``{"running": False, "message": ...}`` when no engine answers.
+    """
+    answers = {port: a for port, a in ask(opts, "clients", timeout).items() if "clients" in a}
+    if not answers:
+        return _not_running(opts)
+    if len(answers) == 1:
+        return list(next(iter(answers.values()))["clients"])
+    return [{**row, "port": port} for port, answer in answers.items() for row in answer["clients"]]

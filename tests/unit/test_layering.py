@@ -15,7 +15,19 @@ import sys
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "salt_ws"
-PURE = ("events", "view", "acl", "wire", "hub", "limits", "config", "pipeline", "session")
+PURE = (
+    "events",
+    "view",
+    "acl",
+    "wire",
+    "hub",
+    "limits",
+    "config",
+    "pipeline",
+    "session",
+    "metrics",
+    "delta",
+)
 BANNED = ("tornado", "salt")
 
 

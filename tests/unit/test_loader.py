@@ -127,3 +127,28 @@ def test_runner_view_passes_the_filter_and_fails_on_errors(monkeypatch, kwargs, 
     assert shim.view(**kwargs) == expected
     assert seen == [(OPTS, kwargs.get("minion"), kwargs.get("jid"))]
     assert context.get("retcode") == retcode
+
+
+@pytest.mark.parametrize(
+    ("answer", "retcode"),
+    [
+        ([{"endpoint": "all_events", "user": "alice"}], None),
+        ([], None),
+        ({"running": False, "message": "the ws engine is not running"}, 1),
+    ],
+    ids=["rows", "nobody", "not-running"],
+)
+def test_runner_clients_returns_the_rows_and_fails_when_not_running(monkeypatch, answer, retcode):
+    seen = []
+
+    def fake_clients(opts):
+        seen.append(opts)
+        return answer.copy()
+
+    monkeypatch.setattr(salt_ws.status, "clients", fake_clients)
+    context: dict[str, Any] = {}
+    shim = load_shim("runners", __opts__=OPTS, __context__=context)
+    expected = answer if retcode is None else {**answer, "retcode": retcode}
+    assert shim.clients() == expected
+    assert seen == [OPTS]
+    assert context.get("retcode") == retcode

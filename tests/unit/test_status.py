@@ -282,3 +282,115 @@ def test_view_without_a_serving_engine_says_not_running(engines, opts, parked):
     result = view(opts)
     assert result["running"] is False
     assert "not running" in result["message"]
+
+
+# -- clients: what salt-run ws.clients shows ----------------------------------------------------
+
+
+class FakeStream:
+    """The attributes client_rows reads from a handler's stream."""
+
+    def __init__(self, opened_at: float, **kwargs: Any) -> None:
+        import types
+
+        from salt_ws.hub import Outbox
+        from salt_ws.session import Session, State
+
+        self.opened_at = opened_at
+        self.endpoint = kwargs.get("endpoint", "all_events")
+        self.address = kwargs.get("address", "192.0.2.7")
+        user = kwargs.get("user", "alice")
+        self.session = (
+            None
+            if user is None
+            else {"name": user, "eauth": "pam", "token": "f" * 64, "expire": 2e9}
+        )
+        self.client = Session(self.endpoint)
+        self.client.filters = list(kwargs.get("filters", []))
+        self.client.state = kwargs.get("state", State.STREAMING)
+        self.client.token = "f" * 64
+        outbox = Outbox(100)
+        outbox.push(["a", "b"][: kwargs.get("queued", 0)])
+        self.subscription = types.SimpleNamespace(outbox=outbox, active=True)
+        self.delivered = kwargs.get("delivered")
+        self.sent = kwargs.get("sent", 0)
+
+
+def test_client_rows_show_each_stream_oldest_first_and_never_a_token():
+    from salt_ws.session import State
+    from salt_ws.status import CLIENT_COLUMNS, client_rows
+
+    streams = [
+        FakeStream(1_700_000_010.0, endpoint="events", filters=["salt/job/*"], delivered=7),
+        FakeStream(1_700_000_000.0, queued=2, sent=12, delivered=5),
+        FakeStream(1_700_000_020.0, user=None, state=State.AWAITING_TOKEN),
+    ]
+    rows = client_rows(streams, lambda seq: f"ep:{seq}", now=1_700_000_030.5)
+    assert [tuple(row) for row in rows] == [CLIENT_COLUMNS] * 3
+    first, second, third = rows
+    assert first == {
+        "endpoint": "all_events",
+        "user": "alice",
+        "eauth": "pam",
+        "address": "192.0.2.7",
+        "connected_since": "2023-11-14T22:13:20+00:00",
+        "connected_for": 30.5,
+        "state": "streaming",
+        "filters": [],
+        "last_id": "ep:5",
+        "queue": 2,
+        "messages_sent": 12,
+    }
+    assert (second["endpoint"], second["filters"], second["last_id"]) == (
+        "events",
+        ["salt/job/*"],
+        "ep:7",
+    )
+    assert second["connected_for"] == 20.5
+    assert (third["user"], third["eauth"], third["state"], third["last_id"]) == (
+        None,
+        None,
+        "awaiting token",
+        None,
+    )
+    assert "f" * 64 not in repr(rows)
+
+
+@pytest.fixture
+def client_engines(engines):
+    def start(port: int, rows: list[dict[str, Any]] | None) -> StatusServer:
+        server = engines(port, {"running": True})
+        if rows is not None:
+            server.commands["clients"] = lambda: {"clients": rows}
+        return server
+
+    return start
+
+
+def test_clients_returns_the_rows_of_the_engine(client_engines, opts):
+    from salt_ws.status import clients
+
+    rows = [{"endpoint": "all_events", "user": "alice"}]
+    client_engines(8000, rows)
+    assert clients(opts) == rows
+
+
+def test_clients_of_several_engines_name_their_port(client_engines, opts):
+    from salt_ws.status import clients
+
+    client_engines(8000, [{"user": "alice"}])
+    client_engines(8443, [{"user": "bob"}, {"user": "carol"}])
+    client_engines(8444, None)  # parked: answers status only
+    assert clients(opts) == [
+        {"user": "alice", "port": "8000"},
+        {"user": "bob", "port": "8443"},
+        {"user": "carol", "port": "8443"},
+    ]
+
+
+def test_clients_without_a_serving_engine_says_not_running(opts):
+    from salt_ws.status import clients
+
+    result = clients(opts)
+    assert result["running"] is False
+    assert "not running" in result["message"]
