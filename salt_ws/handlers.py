@@ -951,7 +951,7 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
         if isinstance(message, bytes):
             self.close(wire.CLOSE_UNSUPPORTED, "binary messages are not accepted")
             return
-        reply = self.client.on_text(message)
+        reply = self.client.on_text(message, time.monotonic())
         kind = reply.kind
         if kind is ReplyKind.CLOSE:
             self.close(reply.code, reply.reason)

@@ -58,6 +58,7 @@ SUBSCRIBED_TAG = "salt_ws/stream/subscribed"  # the answer to subscribe / unsubs
 MAX_EPOCH = 64  # characters of an epoch in a cursor
 MAX_SEQ_DIGITS = 19  # a seq fits 63 bits
 MAX_FILTER_SETS = 1024  # compiled tag filter sets kept
+MAX_FILTER_CACHE_CHARS = 1 << 20  # ... and their characters in all (~40 bytes each compiled)
 _EPOCH_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_EPOCH}}}\Z")
 
 
@@ -155,10 +156,11 @@ class TagFilter:
     """A set of tag globs, matched as ``salt-run state.event`` does (``fnmatch``; ``*``
     crosses ``/``; case-sensitive), compiled into one regular expression."""
 
-    __slots__ = ("_match", "tags")
+    __slots__ = ("_match", "chars", "tags")
 
     def __init__(self, tags: Iterable[str]) -> None:
         self.tags = frozenset(tags)
+        self.chars = sum(len(tag) for tag in self.tags)
         pattern = "|".join(f"(?:{fnmatch.translate(tag)})" for tag in sorted(self.tags))
         self._match = re.compile(pattern).match if self.tags else None
 
@@ -246,6 +248,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._accepted = accepted
         self._syndics = syndics  # a master of masters: minion lists are not cut here
+        self._filter_chars = 0  # characters of the filter sets kept compiled
         self._filters: collections.OrderedDict[frozenset[str], TagFilter] = (
             collections.OrderedDict()
         )
@@ -323,8 +326,11 @@ class Pipeline:
         found = self._filters.get(tags)
         if found is None:
             found = self._filters[tags] = TagFilter(tags)
-            if len(self._filters) > MAX_FILTER_SETS:
-                self._filters.popitem(last=False)
+            self._filter_chars += found.chars
+            while len(self._filters) > 1 and (
+                len(self._filters) > MAX_FILTER_SETS or self._filter_chars > MAX_FILTER_CACHE_CHARS
+            ):
+                self._filter_chars -= self._filters.popitem(last=False)[1].chars
         else:
             self._filters.move_to_end(tags)
         return found

@@ -21,6 +21,7 @@ move bytes; everything a client may ask for is decided here:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import itertools
@@ -46,6 +47,11 @@ __all__ = [
 ]
 
 CLIENT_READY = "websocket client ready"
+# A client's filters are compiled into one regular expression per distinct set (about
+# 40 bytes and 4 µs of loop time per character): bound what one client can make it build.
+MAX_FILTER_CHARS = 4096  # characters of one client's filters, in all
+FILTER_CHANGES = 20  # subscribe / unsubscribe messages per FILTER_WINDOW
+FILTER_WINDOW = 60.0  # seconds
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -79,6 +85,7 @@ def check_tags(tags: Iterable[Any], max_filters: int, max_length: int) -> list[s
     none is looked at past the bound), duplicates kept once.
     """
     found: dict[str, None] = {}  # (in order; O(1) lookups)
+    chars = 0
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise RequestError("a tag filter is a non-empty string")
@@ -87,6 +94,9 @@ def check_tags(tags: Iterable[Any], max_filters: int, max_length: int) -> list[s
         if tag not in found:
             if len(found) >= max_filters:
                 raise RequestError(f"at most {max_filters} tag filters (max_filters)")
+            chars += len(tag)
+            if chars > MAX_FILTER_CHARS:
+                raise RequestError(f"at most {MAX_FILTER_CHARS} characters of tag filters in all")
             found[tag] = None
     return list(found)
 
@@ -231,6 +241,7 @@ class Session:
         self.max_filters = max_filters
         self.max_filter_length = max_filter_length
         self.ready_early = False  # "websocket client ready" came while authenticating
+        self._changes: collections.deque[float] = collections.deque()  # filter changes, when
         # when it last got a message, or was first looked at while streaming (ticks)
         self.quiet_since: float | None = None
         self.pushed = 0  # messages queued for it when last looked at (ticks)
@@ -273,11 +284,16 @@ class Session:
 
     # -- websocket messages ---------------------------------------------------------
 
-    def on_text(self, message: str) -> Reply:
-        """What a websocket text message means now (see :class:`ReplyKind`)."""
+    def on_text(self, message: str, now: float = 0.0) -> Reply:
+        """What a websocket text message means now (see :class:`ReplyKind`).
+
+        ``now`` (monotonic) bounds filter changes: more than :data:`FILTER_CHANGES`
+        subscribe / unsubscribe messages within :data:`FILTER_WINDOW` close the
+        socket with 1008.
+        """
         state = self.state
         if state is State.STREAMING:
-            return self._streaming_message(message)
+            return self._streaming_message(message, now)
         if state is State.AUTHENTICATING:
             if message == CLIENT_READY:
                 self.ready_early = True
@@ -295,7 +311,7 @@ class Session:
             return Reply(ReplyKind.NOTHING)
         return _close(CloseCode.POLICY, f"unexpected message; send '{CLIENT_READY}'")
 
-    def _streaming_message(self, message: str) -> Reply:
+    def _streaming_message(self, message: str, now: float) -> Reply:
         """After the handshake: subscribe / unsubscribe on ``/all_events``; else nothing
         (as saltnado, which ignores what a client says once it streams)."""
         if self.channel != "all_events" or not message.startswith("{"):
@@ -310,6 +326,16 @@ class Session:
             return _close(
                 CloseCode.POLICY, 'send {"subscribe": [<tags>]} or {"unsubscribe": [<tags>]}'
             )
+        changes = self._changes
+        while changes and now - changes[0] >= FILTER_WINDOW:
+            changes.popleft()
+        if len(changes) >= FILTER_CHANGES:
+            return _close(
+                CloseCode.POLICY,
+                f"too many subscribe / unsubscribe messages (at most {FILTER_CHANGES} "
+                f"per {FILTER_WINDOW:g}s)",
+            )
+        changes.append(now)
         try:
             if "subscribe" in data:
                 self.subscribe(data["subscribe"])
