@@ -293,3 +293,20 @@ def test_importing_salt_ws_loads_no_prometheus_client():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_readme_documents_every_metric_with_its_labels():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[3].strip()
+        for line in section.splitlines()
+        if line.startswith("| `salt_ws_")
+    }
+    assert set(rows) == set(PUBLIC)
+    for name, (_kind, labels) in PUBLIC.items():
+        assert rows[name] == ", ".join(f"`{label}`" for label in labels), name
+    for reason in CLOSE_REASONS:
+        assert f"`{reason}`" in section
