@@ -44,7 +44,8 @@ def status():
     of ``/all_events``: jobs, bytes, conflicts), ``frame_cache``, the byte
     bounds of client and bus queues (``clients_cut_bytes``,
     ``bus_dropped_events``, ...) and the bus link (``bus_state``,
-    ``bus_outages``, probes). When no engine answers, one
+    ``bus_outages``, probes). ``metrics`` holds every number ``/metrics``
+    serves, under its Prometheus name. When no engine answers, one
     ``message`` line says so and the exit code is 1. With several engine
     instances, ``engines`` maps each port to its report.
 
