@@ -72,6 +72,16 @@
     return Number.isNaN(date.getTime()) ? clip(value, 40) : date.toLocaleString([], { hour12: false });
   }
 
+  function shortStamp(value) {
+    // a table cell: the time of day for today, else the date too
+    if (typeof value !== "string" || !value) return "";
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) return clip(value, 20);
+    const today = new Date();
+    if (date.toDateString() === today.toDateString()) return clock(date);
+    return `${date.toLocaleDateString([], { month: "short", day: "numeric" })} ${clock(date).slice(0, 5)}`;
+  }
+
   function ago(ms) {
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 60) return `${s}s ago`;
@@ -99,30 +109,92 @@
 
   // -- globs (salt-run state.event / fnmatch: `*` crosses `/`) and ids --------------------
 
+  // Python's fnmatch.translate (3.11), which the engine's tag filters use, ported: the
+  // same ranges, negations and unclosed `[`; `*` crosses `/`. Interior `*fixed` pieces
+  // are atomic, as in Python (emulated by a lookahead and a back-reference), so no tag,
+  // however long or hostile, makes the match backtrack exponentially.
+  const STAR = {};
+
+  function escapeRe(c) {
+    return c.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
+  }
+
+  function bracket(pat, i, j) {
+    // pat[i..j) is the inside of a [...] (j: the closing `]`); its regex, or null: never
+    let stuff = pat.slice(i, j);
+    const esc = (t) => t.replace(/\\/g, "\\\\").replace(/-/g, "\\-").replace(/\]/g, "\\]");
+    if (!stuff.includes("-")) {
+      stuff = stuff.replace(/\\/g, "\\\\").replace(/\]/g, "\\]");
+    } else {
+      const chunks = [];
+      let k = pat[i] === "!" ? i + 2 : i + 1;
+      for (;;) {
+        k = pat.indexOf("-", k);
+        if (k < 0 || k >= j) break;
+        chunks.push(pat.slice(i, k));
+        i = k + 1;
+        k += 3;
+      }
+      const chunk = pat.slice(i, j);
+      if (chunk) chunks.push(chunk);
+      else chunks[chunks.length - 1] += "-";
+      for (let m = chunks.length - 1; m > 0; m--) {
+        const prev = chunks[m - 1];
+        if (prev[prev.length - 1] > chunks[m][0]) {
+          chunks[m - 1] = prev.slice(0, -1) + chunks[m].slice(1);
+          chunks.splice(m, 1);
+        }
+      }
+      stuff = chunks.map(esc).join("-");
+    }
+    if (!stuff) return "(?!)";
+    if (stuff === "!") return "[\\s\\S]";
+    if (stuff[0] === "!") stuff = "^" + stuff.slice(1);
+    else if (stuff[0] === "^" || stuff[0] === "[") stuff = "\\" + stuff;
+    return `[${stuff}]`;
+  }
+
   function globRegex(glob) {
-    let re = "";
+    const parts = [];
     let i = 0;
-    while (i < glob.length) {
+    const n = glob.length;
+    while (i < n) {
       const c = glob[i++];
-      if (c === "*") re += "[\\s\\S]*";
-      else if (c === "?") re += "[\\s\\S]";
+      if (c === "*") {
+        if (parts[parts.length - 1] !== STAR) parts.push(STAR);
+      } else if (c === "?") parts.push("[\\s\\S]");
       else if (c === "[") {
         let j = i;
-        if (glob[j] === "!") j++;
-        if (glob[j] === "]") j++;
-        while (j < glob.length && glob[j] !== "]") j++;
-        if (j >= glob.length) {
-          re += "\\[";
-        } else {
-          let stuff = glob.slice(i, j).replace(/\\/g, "\\\\");
+        if (j < n && glob[j] === "!") j++;
+        if (j < n && glob[j] === "]") j++;
+        while (j < n && glob[j] !== "]") j++;
+        if (j >= n) parts.push("\\[");
+        else {
+          parts.push(bracket(glob, i, j));
           i = j + 1;
-          if (stuff[0] === "!") stuff = "^" + stuff.slice(1);
-          else if (stuff[0] === "^") stuff = "\\" + stuff;
-          re += `[${stuff}]`;
         }
-      } else re += c.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
+      } else parts.push(escapeRe(c));
     }
-    return new RegExp(`^${re}$`);
+    let re = "";
+    let group = 0;
+    let k = 0;
+    while (k < parts.length && parts[k] !== STAR) re += parts[k++];
+    while (k < parts.length) {
+      k++; // a STAR
+      let fixed = "";
+      while (k < parts.length && parts[k] !== STAR) fixed += parts[k++];
+      if (k >= parts.length) {
+        re += "[\\s\\S]*" + fixed;
+      } else {
+        group += 1;
+        re += `(?=([\\s\\S]*?${fixed}))\\${group}`;
+      }
+    }
+    try {
+      return new RegExp(`^(?:${re})$`);
+    } catch (err) {
+      return /(?!)/; // (not reached for any glob Python accepts)
+    }
   }
 
   function parseId(id) {
@@ -153,40 +225,88 @@
     return index;
   }
 
+  function lookup(doc, parts) {
+    // the value at `parts`; throws when there is none
+    let node = doc;
+    for (const part of parts) {
+      if (Array.isArray(node)) node = node[arrayIndex(part, node.length, false)];
+      else if (isObj(node) && own(node, part)) node = node[part];
+      else throw new Error(`nothing at /${parts.join("/")}`);
+    }
+    return node;
+  }
+
+  function deepEqual(a, b) {
+    if (a === b) return true;
+    if (!isObj(a) || !isObj(b) || Array.isArray(a) !== Array.isArray(b)) return false;
+    const ka = Object.keys(a);
+    if (ka.length !== Object.keys(b).length) return false;
+    return ka.every((k) => own(b, k) && deepEqual(a[k], b[k]));
+  }
+
+  function patchAdd(doc, parts, value) {
+    if (!parts.length) return value;
+    const parent = lookup(doc, parts.slice(0, -1));
+    const key = parts[parts.length - 1];
+    if (Array.isArray(parent)) parent.splice(arrayIndex(key, parent.length, true), 0, value);
+    else if (isObj(parent)) setKey(parent, key, value);
+    else throw new Error("add into a scalar");
+    return doc;
+  }
+
+  function patchRemove(doc, parts) {
+    if (!parts.length) throw new Error("cannot remove the whole document");
+    const parent = lookup(doc, parts.slice(0, -1));
+    const key = parts[parts.length - 1];
+    if (Array.isArray(parent)) return parent.splice(arrayIndex(key, parent.length, false), 1)[0];
+    if (!isObj(parent) || !own(parent, key)) throw new Error(`nothing at /${parts.join("/")}`);
+    const value = parent[key];
+    delete parent[key];
+    return value;
+  }
+
   function applyPatch(doc, ops) {
+    // RFC 6902, every operation (the engine's deltas use add, remove and replace)
     if (!Array.isArray(ops)) throw new Error("patch is not a list");
     for (const op of ops) {
+      if (!isObj(op)) throw new Error("patch operation is not an object");
       const parts = pointer(op.path);
-      if (parts.length === 0) {
-        if (op.op === "add" || op.op === "replace") doc = op.value;
-        else throw new Error(`cannot ${op.op} the whole document`);
-        continue;
-      }
-      let parent = doc;
-      for (const part of parts.slice(0, -1)) {
-        parent = Array.isArray(parent) ? parent[arrayIndex(part, parent.length, false)] : isObj(parent) && own(parent, part) ? parent[part] : undefined;
-        if (!isObj(parent)) throw new Error(`no parent at ${op.path}`);
-      }
-      const key = parts[parts.length - 1];
-      if (op.op === "add") {
-        if (Array.isArray(parent)) parent.splice(arrayIndex(key, parent.length, true), 0, op.value);
-        else setKey(parent, key, op.value);
-      } else if (op.op === "replace" || op.op === "remove") {
-        if (Array.isArray(parent)) {
-          const index = arrayIndex(key, parent.length, false);
-          if (op.op === "replace") parent[index] = op.value;
-          else parent.splice(index, 1);
-        } else {
-          if (!own(parent, key)) throw new Error(`nothing at ${op.path}`);
-          if (op.op === "replace") setKey(parent, key, op.value);
-          else delete parent[key];
+      switch (op.op) {
+        case "add":
+          doc = patchAdd(doc, parts, op.value);
+          break;
+        case "remove":
+          patchRemove(doc, parts);
+          break;
+        case "replace":
+          if (!parts.length) doc = op.value;
+          else {
+            patchRemove(doc, parts);
+            doc = patchAdd(doc, parts, op.value);
+          }
+          break;
+        case "move": {
+          const from = pointer(op.from);
+          if (op.from === op.path) break;
+          if (op.path.startsWith(`${op.from}/`)) throw new Error("cannot move a value into itself");
+          doc = patchAdd(doc, parts, patchRemove(doc, from));
+          break;
         }
-      } else {
-        throw new Error(`unsupported patch op ${op.op}`);
+        case "copy":
+          doc = patchAdd(doc, parts, structuredClone(lookup(doc, pointer(op.from))));
+          break;
+        case "test":
+          if (!deepEqual(lookup(doc, parts), op.value)) throw new Error(`test failed at ${op.path}`);
+          break;
+        default:
+          throw new Error(`unknown patch operation ${op.op}`);
       }
     }
     return doc;
   }
+
+  // for tests and the browser console: the page's pure helpers (no state, no token)
+  window.saltWsDashboard = Object.freeze({ applyPatch, globRegex, parseId });
 
   // -- a websocket that reconnects with back-off ------------------------------------------
 
@@ -558,7 +678,7 @@
       el("span", { class: "c-fun mono", text: clip(job.fun), title: typeof job.fun === "string" ? job.fun : "" }),
       el("span", { class: "c-tgt", text: clip(target(job)), title: target(job) }),
       el("span", { class: "c-user", text: clip(job.user) }),
-      el("span", { class: "c-start", text: clip(stamp(job.start_time)), title: typeof job.start_time === "string" ? job.start_time : "" }),
+      el("span", { class: "c-start", text: shortStamp(job.start_time), title: stamp(job.start_time) }),
       el("span", { class: "c-state" }, el("span", { class: `badge ${state === "complete" ? "complete" : "running"}`, text: clip(state, 20) })),
       returned
     );
