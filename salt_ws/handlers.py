@@ -1025,9 +1025,10 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
-        if type(protocol) is tornado.websocket.WebSocketProtocol13:
-            return _Protocol(self, False, protocol.params)
-        return protocol
+        params = getattr(protocol, "params", None)  # (tornado's, since 6.0)
+        if type(protocol) is tornado.websocket.WebSocketProtocol13 and params is not None:
+            return _Protocol(self, False, params)
+        return protocol  # closes it makes itself are then counted as the client's
 
     def _writable(self) -> bool:
         conn = self.ws_connection
