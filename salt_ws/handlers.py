@@ -789,10 +789,12 @@ class _Stream:
         writes = self.services.writes
         traffic, endpoint = self.services.traffic, self.endpoint
         numbered = self.channel is Channel.ALL_EVENTS
-        while sub.active and outbox:
+        while sub.active:
+            count = len(outbox)
+            if not count:
+                return
             if not self._writable():
                 return
-            count = len(outbox)
             if count <= WRITE_BATCH and outbox.bytes <= _WHOLE_OUTBOX_BYTES:
                 # the usual case: all of it (a frame is at most twice its text's size)
                 texts = outbox.take(count)
