@@ -69,6 +69,9 @@ class Scenario:
     firers: int = 2
     stalled: int = 0  # clients that connect, say ready, then never read (engine only)
     text: str = ""
+    filters: int = 0  # clients split over this many distinct ?tag= filters (0: none)
+    per_proc: int | None = None  # clients per client process (default: --clients-per-proc)
+    resume: bool = False  # the resume scenario (run_resume), not run_target
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -78,12 +81,36 @@ def scenarios(quick: bool) -> list[Scenario]:
             Scenario("burst5k_20clients", 1000, 5, TARGETS, text="burst, 5 clients/target"),
             Scenario("steady_50clients", 300, 10, TARGETS, rate=100.0, text="100 ev/s for 3 s"),
             Scenario("stalled_1_of_20", 25000, 4, (ENGINE,), stalled=1, text="1 stalled + 4 live"),
+            Scenario("steady_200clients", 300, 40, (ENGINE,), rate=100.0, per_proc=20),
+            Scenario("filtered_500clients", 300, 50, (ENGINE,), rate=100.0, filters=5, per_proc=25),
+            Scenario("resume_10k", 2000, 1, (ENGINE,), rate=200.0, resume=True),
         ]
     return [
         Scenario("burst10k_1client", 10_000, 1, TARGETS, text="burst, 1 client/target"),
         Scenario("burst5k_20clients", 5_000, 20, TARGETS, text="burst, 20 clients/target"),
         Scenario("steady_50clients", 2_000, 50, TARGETS, rate=200.0, text="200 ev/s for 10 s"),
         Scenario("stalled_1_of_20", 50_000, 19, (ENGINE,), stalled=1, text="1 stalled + 19 live"),
+        Scenario(
+            "steady_200clients",
+            2_000,
+            200,
+            (ENGINE,),
+            rate=200.0,
+            per_proc=20,
+            text="200 ev/s, 10 s",
+        ),
+        Scenario(
+            "filtered_500clients",
+            2_000,
+            500,
+            (ENGINE,),
+            rate=200.0,
+            filters=5,
+            per_proc=25,
+            text="200 ev/s for 10 s; 5 ?tag= filters, each matching a fifth of the events",
+        ),
+        # 10,000 events missed, then ?since= while 200 ev/s keep coming (run_resume)
+        Scenario("resume_10k", 10_000, 1, (ENGINE,), rate=200.0, resume=True),
     ]
 
 
@@ -158,10 +185,15 @@ class Client:
         self.strip = spec["strip"].encode()
         self.marker = f"bench/{spec['run']}/".encode()
         self.probe_marker = f"benchprobe/{spec['run']}/".encode()
-        self.expected = spec["expected"]
-        self.seen = bytearray(self.expected)
+        filters = spec.get("filters") or 0
+        # a filtered client gets the events whose seq % filters is its class (see filter_paths)
+        self.expected = (
+            len(range(idx % filters, spec["expected"], filters)) if filters else spec["expected"]
+        )
+        self.seen = bytearray(spec["expected"])
         self.last_seq: dict[int, int] = {}
         self.lat = array.array("d")
+        self.fire_t = array.array("d")  # each delivered event's firing time (beside lat)
         self.delivered = self.dups = self.out_of_order = self.other = 0
         self.first_recv = self.last_recv = None
         self.max_t = -1.0
@@ -180,6 +212,7 @@ class Client:
     def result(self) -> dict[str, Any]:
         return {
             "idx": self.idx,
+            "expected": self.expected,
             "connected": self.connected,
             "ready": self.ready,
             "delivered": self.delivered,
@@ -192,6 +225,7 @@ class Client:
             "max_t_recv": self.max_t_recv,
             "max_t_seq": self.max_t_seq,
             "lat": self.lat.tobytes(),
+            "fire_t": self.fire_t.tobytes(),
             "close_code": self.close_code,
             "close_reason": self.close_reason,
             "eof": self.eof,
@@ -227,6 +261,7 @@ class Client:
             self.out_of_order += 1
         self.last_seq[src] = seq
         self.lat.append(now - t)
+        self.fire_t.append(t)
         if self.first_recv is None:
             self.first_recv = now
         self.last_recv = now
@@ -411,6 +446,7 @@ def firer_worker(k: int, conf: dict[str, Any], shared: dict[str, Any]) -> None:
     opts = salt.config.master_config(conf["master_conf"])
     run, nsrc, total = conf["run"], conf["nsrc"], conf["events"]
     rate = conf["rate"]
+    filters = conf.get("filters") or 0
     pad = "x" * conf["pad"]
     report: dict[str, Any] = {"k": k, "fired": 0, "failed": 0, "errors": []}
 
@@ -455,7 +491,8 @@ def firer_worker(k: int, conf: dict[str, Any], shared: dict[str, Any]) -> None:
                     return
                 t = time.time()
                 try:
-                    await fire({"seq": seq, "src": k, "t": t, "pad": pad}, f"bench/{run}/{seq}")
+                    tag = f"bench/{run}/{seq % filters}/{seq}" if filters else f"bench/{run}/{seq}"
+                    await fire({"seq": seq, "src": k, "t": t, "pad": pad}, tag)
                 except Exception as exc:  # pylint: disable=broad-except
                     report["failed"] += 1
                     if len(report["errors"]) < 5:
@@ -577,12 +614,25 @@ def _listener(root_pid: int, port: int) -> Any:
     return None
 
 
+# Engine options of the benchmark's master (README, "How it measures"): every client is the
+# same eauth user on 127.0.0.1, so the per-user and per-address limits are raised; the resume
+# scenario misses 10,000 events while the bus carries other events too (probes, presence), so
+# the history holds 20,000 (its default, 10,000, would make that resume a "too old" gap).
+BENCH_ENGINE_OPTIONS = {
+    "max_connections_per_user": 2000,
+    "max_http_connections": 2000,
+    "max_http_connections_per_address": 2000,
+    "history_size": 20_000,
+}
+
+
 class Env:
     def __init__(self, root: str) -> None:
         self.tornado_port = free_port()
         self.cherrypy_port = free_port()
         self.master = DevMaster(
             root,
+            engine=BENCH_ENGINE_OPTIONS,
             extra={
                 "log_level_logfile": "info",
                 "rest_tornado": {
@@ -727,10 +777,58 @@ def proc_mem_cpu(proc: Any) -> tuple[float | None, float | None]:
 # --------------------------------------------------------------------------
 
 
+ALONGSIDE = 1_000_000  # worker id of the bus subscriber run beside the engine's clients
+
+
+def _latency(r: dict[str, Any]) -> dict[str, Any]:
+    """p50/p99/max (ms) and count of one client's result (its latencies unpacked)."""
+    lat = array.array("d")
+    lat.frombytes(r.get("lat", b""))
+    ordered = sorted(lat)
+    return {
+        "delivered": r.get("delivered"),
+        "p50_ms": _ms(pct(ordered, 0.50)),
+        "p99_ms": _ms(pct(ordered, 0.99)),
+        "max_ms": _ms(ordered[-1] if ordered else None),
+    }
+
+
+def worst_windows(pairs: list[tuple[float, float]], first: float, n: int = 5) -> list[Any]:
+    """The ``n`` 100-ms windows of firing time whose events were delivered latest.
+
+    ``pairs``: (firing time, latency s) of every delivered event of every client. Each
+    window: [its start in s after the first firing, the worst latency in it (ms), how many
+    deliveries of it took over 25 ms]. A stall of the engine (or of the machine) shows as
+    one window with every client late.
+    """
+    windows: dict[int, list[float]] = {}
+    for t, lat in pairs:
+        w = windows.setdefault(int((t - first) * 10), [0.0, 0])
+        w[0] = max(w[0], lat)
+        w[1] += lat > 0.025
+    ranked = sorted(windows.items(), key=lambda kv: -kv[1][0])[:n]
+    return [[k / 10, round(v[0] * 1000, 1), int(v[1])] for k, v in ranked]
+
+
 def pct(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None
     return sorted_values[min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))]
+
+
+def filter_paths(paths: list[str], run: str, filters: int) -> list[str]:
+    """Client ``i`` asks for the events of class ``i % filters`` (and the ready probes).
+
+    With ``filters`` classes the firers tag event ``seq`` ``bench/<run>/<seq % filters>/<seq>``,
+    so the clients form ``filters`` groups of distinct filter sets, each due a fifth (for 5)
+    of the events.
+    """
+    if not filters:
+        return paths
+    return [
+        f"{path}?tag=bench/{run}/{i % filters}/*&tag=benchprobe/{run}/*"
+        for i, path in enumerate(paths)
+    ]
 
 
 def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -752,7 +850,8 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
     spec = {
         "host": host,
         "port": port,
-        "paths": env.paths(target, n_live),
+        "paths": filter_paths(env.paths(target, n_live), run, sc.filters),
+        "filters": sc.filters if target != BUS else 0,  # the bus baseline gets every event
         "strip": "data: " if target == CHERRYPY else "",
         "run": run,
         "expected": sc.events,
@@ -768,6 +867,7 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
         "rate": sc.rate,
         "pad": args.pad,
         "api": args.fire_api,
+        "filters": sc.filters,
     }
     out: dict[str, Any] = {"target": target, "run": run, "clients": n_live, "stalled": sc.stalled}
     procs: list[Any] = []
@@ -781,13 +881,18 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
     try:
         for k in range(sc.firers):
             procs.append(ctx.Process(target=firer_worker, args=(k, fconf, shared), daemon=True))
-        groups = [
-            list(range(i, min(i + args.clients_per_proc, n_live)))
-            for i in range(0, n_live, args.clients_per_proc)
-        ]
+        per_proc = args.clients_per_proc or sc.per_proc or 5
+        groups = [list(range(i, min(i + per_proc, n_live))) for i in range(0, n_live, per_proc)]
         for wid, idxs in enumerate(groups):
             worker = bus_worker if target == BUS else client_worker
             procs.append(ctx.Process(target=worker, args=(wid, idxs, spec, shared), daemon=True))
+        # the bare bus subscriber beside the engine's clients, at the same time (same load)
+        alongside = target == ENGINE and BUS in args.target_list and not sc.stalled
+        if alongside:
+            bus_spec = {**spec, "paths": [""], "filters": 0}
+            procs.append(
+                ctx.Process(target=bus_worker, args=(ALONGSIDE, [0], bus_spec, shared), daemon=True)
+            )
         for p in procs:
             p.start()
         for _ in range(sc.stalled):
@@ -809,6 +914,8 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
                 firers_ready.add(msg[1])
             elif msg[0] == "fired":
                 results["fired"][msg[1]] = msg[2]
+            elif msg[0] == "clients" and msg[1] == ALONGSIDE:
+                results["alongside"] = msg[3][0]
             elif msg[0] == "clients":
                 results["workers"][msg[1]] = msg[2]
                 for r in msg[3]:
@@ -817,11 +924,11 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
         deadline = time.monotonic() + args.ready_timeout
         while time.monotonic() < deadline:
             pump(0.1)
-            if shared["ready"].value >= n_live and len(firers_ready) == sc.firers:
+            if shared["ready"].value >= n_live + alongside and len(firers_ready) == sc.firers:
                 break
         out["ready_clients"] = shared["ready"].value
         out["ready_wait_s"] = round(args.ready_timeout - (deadline - time.monotonic()), 2)
-        if sc.stalled:
+        if target == ENGINE:
             out["status_before"] = env.engine_status()
         rss0, cpu0 = proc_mem_cpu(engine)
         srss0, scpu0 = proc_mem_cpu(server)
@@ -840,7 +947,9 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
         shared["fire_done"].set()
         # Delivery.
         collect_deadline = time.monotonic() + args.drain_max + args.settle + 30
-        while len(results["workers"]) < len(groups) and time.monotonic() < collect_deadline:
+        while (
+            len(results["workers"]) < len(groups) or (alongside and "alongside" not in results)
+        ) and time.monotonic() < collect_deadline:
             pump(0.25)
             rss, _ = proc_mem_cpu(engine)
             if rss is not None and (rss_peak is None or rss > rss_peak):
@@ -848,8 +957,10 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
         out["profile"] = stop_py_spy(spy)
         rss1, cpu1 = proc_mem_cpu(engine)
         srss1, scpu1 = proc_mem_cpu(server)
-        if sc.stalled:
+        if target == ENGINE:
             out["status_after"] = env.engine_status()
+            out["writes"] = _delta(out["status_before"], out["status_after"], "writes")
+        if sc.stalled:
             out["stalled_clients"] = [s.drain_until_close(args.stalled_drain) for s in stalled]
             for s, r in zip(stalled, out["stalled_clients"], strict=True):
                 r["rcvbuf"] = s.rcvbuf
@@ -860,6 +971,8 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
         out["server_rss_mb"] = {"before": srss0, "after": srss1}
         out["fired"] = results["fired"]
         out["client_results"] = results["clients"]
+        if results.get("alongside"):
+            out["alongside"] = _latency(results["alongside"])
         out["workers"] = results["workers"]
     finally:
         shared["abort"].set()
@@ -902,7 +1015,27 @@ def run_target(env: Env, sc: Scenario, target: str, args: argparse.Namespace) ->
             if SLOW_SUBSCRIBER in line or ("salt_ws" in line and "WARNING" in line)
         ][:20],
     }
-    return summarize(out, sc)
+    out = summarize(out, sc)
+    delivered = out["agg"]["delivered_total"]
+    cpu = out.get("engine_cpu_s") if target == ENGINE else None
+    out["agg"]["engine_cpu_us_per_msg"] = cpu / delivered * 1e6 if cpu and delivered else None
+    prof = out.get("profile") or {}
+    if cpu and prof.get("stages"):
+        busy = sum(share for name, share in prof["stages"].items() if name != "idle")
+        out["stage_us_per_msg"] = {
+            name: round(cpu * 1e6 / delivered * share / busy, 2)
+            for name, share in prof["stages"].items()
+            if name != "idle" and busy
+        }
+    return out
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any], key: str) -> dict[str, int] | None:
+    """``after[key] - before[key]`` for a ws.status dict of counters (None if absent)."""
+    a, b = after.get(key), before.get(key)
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return None
+    return {k: v - b.get(k, 0) for k, v in a.items() if isinstance(v, int)}
 
 
 def _log_time(text: str, needle: str) -> float | None:
@@ -937,22 +1070,30 @@ def summarize(out: dict[str, Any], sc: Scenario) -> dict[str, Any]:
     }
     per_client = []
     all_lat: list[float] = []
+    pairs: list[tuple[float, float]] = []
     for idx in sorted(out.get("client_results", {})):
         r = out["client_results"][idx]
         lat = array.array("d")
         lat.frombytes(r.pop("lat"))
+        fire_t = array.array("d")
+        fire_t.frombytes(r.pop("fire_t", b""))
+        pairs.extend(zip(fire_t, lat, strict=True))
         lat_sorted = sorted(lat)
         all_lat.extend(lat)
         span = (r["last_recv"] - first_fire) if r["last_recv"] and first_fire else None
         lag = None
         if r["max_t_seq"] is not None and r["max_t_seq"] == last_fire_seq:
             lag = r["max_t_recv"] - r["max_t"]
+        due = r.get("expected", sc.events)
+        if n_fired != sc.events:  # not all fired: the client's share of what was
+            due = round(due * n_fired / sc.events)
         per_client.append(
             {
                 "client": idx,
                 "ready": r["ready"],
+                "expected": due,
                 "delivered": r["delivered"],
-                "lost": n_fired - r["delivered"],
+                "lost": due - r["delivered"],
                 "dups": r["dups"],
                 "out_of_order": r["out_of_order"],
                 "in_order": r["out_of_order"] == 0,
@@ -984,7 +1125,8 @@ def summarize(out: dict[str, Any], sc: Scenario) -> dict[str, Any]:
         "delivered_total": total,
         "delivered_min": min(delivered, default=0),
         "delivered_max": max(delivered, default=0),
-        "lost_total": n_fired * len(per_client) - total,
+        "lost_total": sum(c["lost"] for c in per_client),
+        "expected_total": sum(c["expected"] for c in per_client),
         "lost_max": max((c["lost"] for c in per_client), default=None),
         "clients_with_loss": sum(1 for c in per_client if c["lost"] > 0),
         "in_order_all": all(c["in_order"] for c in per_client),
@@ -992,6 +1134,7 @@ def summarize(out: dict[str, Any], sc: Scenario) -> dict[str, Any]:
         "msg_s": total / (max_last - first_fire) if max_last and first_fire else None,
         "p50_ms": _ms(pct(all_lat, 0.50)),
         "p99_ms": _ms(pct(all_lat, 0.99)),
+        "worst_windows": worst_windows(pairs, first_fire) if first_fire else [],
         "max_ms": _ms(all_lat[-1] if all_lat else None),
         "last_event_lag_s_max": (None if not lags or any(x is None for x in lags) else max(lags)),
         "client_cpu_pct_max": max(cpu, default=None),
@@ -1005,6 +1148,276 @@ def summarize(out: dict[str, Any], sc: Scenario) -> dict[str, Any]:
 
 def _ms(x: float | None) -> float | None:
     return None if x is None else x * 1000.0
+
+
+# --------------------------------------------------------------------------
+# Resume: a client misses events, then comes back with ?since=
+# --------------------------------------------------------------------------
+
+LIVE_SECONDS = 5.0  # live events fired while the resumer reconnects (at the scenario's rate)
+RECONNECT_AFTER = 1.0  # seconds into the live firing at which it reconnects
+CAUGHT_UP_MS = 50.0  # a live event received this soon after its firing: the client is live
+
+
+async def ws_open(host: str, port: int, path: str) -> tuple[Any, Any]:
+    """Connect, upgrade and say ready; the (reader, writer) of the websocket."""
+    reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
+    req, _ = _handshake_request(host, port, path)
+    writer.write(req)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    if b" 101" not in head.split(b"\r\n", 1)[0]:
+        raise ConnectionError(f"handshake refused: {head[:120]!r}")
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    writer.write(_mask_frame(0x1, READY.encode()))
+    return reader, writer
+
+
+async def ws_messages(reader: Any, writer: Any, buf: bytearray) -> list[tuple[float, Any]]:
+    """The text messages of the next read, decoded, with their receive time ([] on timeout)."""
+    try:
+        chunk = await asyncio.wait_for(reader.read(1 << 20), 0.25)
+    except asyncio.TimeoutError:
+        return []
+    if not chunk:
+        raise ConnectionError("the engine closed the stream")
+    now = time.time()
+    buf += chunk
+    frames, used = parse_frames(buf)
+    del buf[:used]
+    out = []
+    for b0, payload in frames:
+        opcode = b0 & 0x0F
+        if opcode == 0x1:
+            out.append((now, json.loads(payload)))
+        elif opcode == 0x9:
+            writer.write(_mask_frame(0xA, payload))
+        elif opcode == 0x8:
+            raise ConnectionError(f"closed by the engine: {payload[:2].hex()} {payload[2:]!r}")
+    return out
+
+
+class Firing:
+    """Firing processes for one run of events (see :func:`firer_worker`), driven step by step."""
+
+    def __init__(self, env: Env, run: str, events: int, rate: float | None, args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.shared = {
+            "ready": ctx.Value("i", 0),
+            "go": ctx.Event(),
+            "go_at": ctx.Value("d", 0.0),
+            "fire_done": ctx.Event(),
+            "fire_done_at": ctx.Value("d", 0.0),
+            "abort": ctx.Event(),
+            "results": ctx.Queue(),
+        }
+        conf = {
+            "master_conf": env.master_conf,
+            "run": run,
+            "nsrc": 2,
+            "events": events,
+            "rate": rate,
+            "pad": args.pad,
+            "api": args.fire_api,
+        }
+        self.procs = [
+            ctx.Process(target=firer_worker, args=(k, conf, self.shared), daemon=True)
+            for k in range(2)
+        ]
+        self.ready: set[int] = set()
+        self.fired: dict[int, Any] = {}
+        for proc in self.procs:
+            proc.start()
+
+    def poll(self) -> None:
+        while True:
+            try:
+                msg = self.shared["results"].get_nowait()
+            except queue.Empty:
+                return
+            if msg[0] == "firer_ready":
+                self.ready.add(msg[1])
+            elif msg[0] == "fired":
+                self.fired[msg[1]] = msg[2]
+
+    async def start(self) -> None:
+        while len(self.ready) < len(self.procs):
+            self.poll()
+            await asyncio.sleep(0.05)
+        self.shared["go_at"].value = time.time() + 0.05
+        self.shared["go"].set()
+
+    async def done(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while len(self.fired) < len(self.procs) and time.monotonic() < deadline:
+            self.poll()
+            await asyncio.sleep(0.05)
+        return sum(f.get("fired", 0) for f in self.fired.values())
+
+    def close(self) -> None:
+        self.shared["abort"].set()
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+
+
+def run_resume(env: Env, sc: Scenario, target: str, args: argparse.Namespace) -> dict[str, Any]:
+    """A client reads, leaves, misses ``sc.events`` events, and resumes with ``?since=``.
+
+    It reconnects :data:`RECONNECT_AFTER` s into :data:`LIVE_SECONDS` of live events at
+    ``sc.rate``; it must get every missed event once and in order, then every live one
+    (no hole at the seam, no duplicate, no gap notice), and be live (a live event within
+    :data:`CAUGHT_UP_MS` of its firing) within 2 s of reconnecting.
+    """
+    base = f"{args.session}-{sc.name}"
+    miss, live = f"bench/{base}-miss/", f"bench/{base}-live/"
+    host, port = "127.0.0.1", env.port(ENGINE)
+    path = env.paths(ENGINE, 1)[0]
+    out: dict[str, Any] = {"target": target, "missed": sc.events}
+    env.refresh_procs()
+    engine = env.procs.get(ENGINE)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        # 1. a reading client learns the id of an anchor event, then leaves
+        reader, writer = await ws_open(host, port, path + "?envelope=1")
+        anchor, buf, since = f"benchanchor/{base}", bytearray(), None
+        deadline = time.monotonic() + 60
+        while since is None and time.monotonic() < deadline:
+            await loop.run_in_executor(None, env.fire, anchor, {"anchor": True})
+            for _, msg in await ws_messages(reader, writer, buf):
+                if msg.get("tag") == anchor:
+                    since = msg["id"]
+        writer.close()
+        if since is None:
+            raise RuntimeError("the anchor event never arrived")
+        out["since"] = since
+        # 2. it misses sc.events events (a burst), all taken in by the engine
+        before = env.engine_status().get("events_received", 0)
+        firing = Firing(env, f"{base}-miss", sc.events, None, args)
+        try:
+            await firing.start()
+            out["missed_fired"] = await firing.done(300)
+        finally:
+            firing.close()
+        deadline = time.monotonic() + 60
+        while env.engine_status().get("events_received", 0) < before + sc.events:
+            assert time.monotonic() < deadline, "the engine did not receive the missed events"
+            await asyncio.sleep(0.1)
+        # 3. live events flow; it comes back with ?since= meanwhile
+        n_live = int(sc.rate * LIVE_SECONDS) if sc.rate else 1000
+        firing = Firing(env, f"{base}-live", n_live, sc.rate, args)
+        rss0, cpu0 = proc_mem_cpu(engine)
+        status0 = env.engine_status()
+        try:
+            await firing.start()
+            await asyncio.sleep(RECONNECT_AFTER)
+            t0 = time.time()
+            reader, writer = await ws_open(host, port, f"{path}?since={since}")
+            out["connect_s"] = time.time() - t0
+            missed: list[tuple[int, int]] = []  # (src, seq)
+            lives: list[tuple[float, int, int, float]] = []  # (received, src, seq, fired)
+            gaps: list[Any] = []
+            first = None
+            buf = bytearray()
+            fired_live = None
+            end = time.monotonic() + LIVE_SECONDS + 30
+            while time.monotonic() < end:
+                for now, msg in await ws_messages(reader, writer, buf):
+                    tag = msg.get("tag", "")
+                    first = first or tag
+                    if tag == "salt_ws/stream/gap":
+                        gaps.append(msg.get("data"))
+                    elif tag.startswith(miss):
+                        missed.append((msg["data"]["src"], msg["data"]["seq"]))
+                        if len(missed) == sc.events:
+                            out["replayed_s"] = now - t0
+                    elif tag.startswith(live):
+                        d = msg["data"]
+                        lives.append((now, d["src"], d["seq"], d["t"]))
+                firing.poll()
+                if fired_live is None and len(firing.fired) == len(firing.procs):
+                    fired_live = sum(f.get("fired", 0) for f in firing.fired.values())
+                if fired_live is not None and len(lives) >= fired_live:
+                    break
+            writer.close()
+            out["live_fired"] = fired_live
+        finally:
+            firing.close()
+        rss1, cpu1 = proc_mem_cpu(engine)
+        out["engine_cpu_s"] = None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+        out["engine_rss_mb"] = {"before": rss0, "after": rss1}
+        out["stream"] = _delta(status0, env.engine_status(), "stream")
+        out["first_tag"] = first
+        out["gaps"] = gaps
+        out["missed_received"] = len(missed)
+        out["missed_unique"] = len(set(missed))
+        out["missed_in_order"] = all(  # each firing process's events in its order
+            [q for s, q in missed if s == src] == sorted(q for s, q in missed if s == src)
+            for src in {s for s, _ in missed}
+        )
+        live_seqs = [seq for _, _, seq, _ in lives]
+        out["live_received"] = len(lives)
+        out["live_unique"] = len(set(live_seqs))
+        by_src: dict[int, list[int]] = {}
+        for _, src, seq, _ in lives:
+            by_src.setdefault(src, []).append(seq)
+        out["live_in_order"] = all(v == sorted(v) for v in by_src.values())
+        out["live_before_reconnect"] = sum(1 for _, _, _, t in lives if t < t0)
+        caught = next(
+            (now for now, _, _, t in lives if now >= t0 and (now - t) * 1000 <= CAUGHT_UP_MS),
+            None,
+        )
+        if caught is not None and out.get("replayed_s") is not None:
+            caught = max(caught, t0 + out["replayed_s"])
+        out["live_after_s"] = None if caught is None else caught - t0
+        after = sorted((now - t) * 1000 for now, _, _, t in lives if caught and now > caught)
+        out["live_p99_ms_after"] = pct(after, 0.99)
+
+    try:
+        asyncio.run(scenario())
+    except Exception as exc:  # pylint: disable=broad-except
+        out["error"] = repr(exc)
+    return out
+
+
+def resume_lines(r: dict[str, Any]) -> list[str]:
+    return [
+        f"since {r.get('since')}: missed {r.get('missed_fired')} fired, "
+        f"{r.get('missed_received')} replayed ({r.get('missed_unique')} distinct, in order "
+        f"{_f(r.get('missed_in_order'))}) in {_f(r.get('replayed_s'), 3)} s; first message "
+        f"{r.get('first_tag')!r}; gap notices {len(r.get('gaps') or [])}",
+        f"live: {r.get('live_received')} of {r.get('live_fired')} received "
+        f"({r.get('live_unique')} distinct, in order {_f(r.get('live_in_order'))}; "
+        f"{r.get('live_before_reconnect')} fired before the reconnect); live "
+        f"{_f(r.get('live_after_s'), 3)} s after reconnecting; p99 after that "
+        f"{_f(r.get('live_p99_ms_after'), 1)} ms; engine CPU {_f(r.get('engine_cpu_s'), 2)} s; "
+        f"ws.status stream during the run {r.get('stream')}"
+        + (f"; ERROR {r['error']}" if r.get("error") else ""),
+    ]
+
+
+def resume_verdicts(sc: Scenario, r: dict[str, Any]) -> list[tuple[bool | None, str]]:
+    out: list[tuple[bool | None, str]] = []
+    if r.get("error"):
+        out.append((False, f"resume scenario failed: {r['error']}"))
+    n = sc.events
+    ok = r.get("missed_received") == r.get("missed_unique") == n and r.get("missed_in_order")
+    out.append((bool(ok), f"engine: the {n} missed events replayed once each, in order"))
+    out.append((not r.get("gaps"), f"engine: no gap notice (got {len(r.get('gaps') or [])})"))
+    fired = r.get("live_fired")
+    ok = fired is not None and r.get("live_received") == r.get("live_unique") == fired
+    out.append(
+        (
+            bool(ok and r.get("live_in_order")),
+            f"engine: every live event once, in order, no hole at the seam "
+            f"({r.get('live_received')} of {fired})",
+        )
+    )
+    live = r.get("live_after_s")
+    out.append((live is not None and live <= 2.0, f"engine: live within 2 s ({_f(live, 3)} s)"))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -1053,6 +1466,51 @@ def stop_py_spy(spy: Any) -> dict[str, Any] | None:
 
 INTERESTING = ("salt_ws/", "tornado/websocket", "tornado/iostream", "salt/transport", "json/")
 
+# Per-stage breakdown of the engine's samples: the innermost frame (leaf first) that names a
+# stage decides. bus read: the bus thread reading and unpacking Salt's frames; hand-off:
+# Handoff.put (bus thread) and drain + unpack (loop); publish: numbering, history, filters,
+# encoding, the hub's queues (Engine.consume/publish, pipeline, hub); view: the formatted
+# view; write: the flushes (framing, send, tornado's write path); idle: the loop's select.
+STAGES = (
+    (
+        "write",
+        (
+            "_flush (salt_ws/handlers",
+            "_write (salt_ws/handlers",
+            "_run (salt_ws/handlers",
+            "_written (salt_ws/handlers",
+            "tornado/iostream",
+            "tornado/websocket",
+        ),
+    ),
+    (
+        "publish",
+        (
+            "publish (salt_ws/engine",
+            "salt_ws/pipeline",
+            "salt_ws/hub",
+            "salt_ws/wire",
+            "consume (salt_ws/engine",
+        ),
+    ),
+    ("view", ("salt_ws/view", "view_changed (salt_ws/engine")),
+    (
+        "hand-off",
+        ("drain (salt_ws/bus", "open (salt_ws/bus", "put (salt_ws/bus", "reject (salt_ws/bus"),
+    ),
+    ("bus read", ("salt_ws/bus", "salt/transport", "salt/utils/event", "zmq/", "msgpack")),
+    ("idle", ("select (selectors.py", "_run_once (asyncio/base_events")),
+)
+
+
+def stage_of(frames: list[str]) -> str:
+    """The stage a sampled stack belongs to (see :data:`STAGES`); ``other`` if none."""
+    for frame in reversed(frames):
+        for stage, marks in STAGES:
+            if any(mark in frame for mark in marks):
+                return stage
+    return "other"
+
 
 def top_frames(path: str, n: int = 10) -> dict[str, Any]:
     """Where the sampled engine spent its time (py-spy raw output).
@@ -1064,6 +1522,7 @@ def top_frames(path: str, n: int = 10) -> dict[str, Any]:
     """
     leaf: dict[str, int] = {}
     incl: dict[str, int] = {}
+    stages: dict[str, int] = {}
     total = 0
     try:
         with open(path) as fh:
@@ -1075,6 +1534,8 @@ def top_frames(path: str, n: int = 10) -> dict[str, Any]:
                 frames = stack.split(";")
                 total += c
                 leaf[frames[-1]] = leaf.get(frames[-1], 0) + c
+                stage = stage_of(frames)
+                stages[stage] = stages.get(stage, 0) + c
                 names = {re.sub(r":\d+\)$", ")", f) for f in frames}
                 for name in names:
                     if any(key in name for key in INTERESTING):
@@ -1088,7 +1549,12 @@ def top_frames(path: str, n: int = 10) -> dict[str, Any]:
         ranked = sorted(d.items(), key=lambda kv: -kv[1])[:n]
         return [(k, round(100.0 * v / total, 1)) for k, v in ranked]
 
-    return {"samples": total, "leaf": top(leaf), "inclusive": top(incl)}
+    return {
+        "samples": total,
+        "leaf": top(leaf),
+        "inclusive": top(incl),
+        "stages": {k: round(100.0 * v / total, 1) for k, v in sorted(stages.items())},
+    }
 
 
 # --------------------------------------------------------------------------
@@ -1096,8 +1562,13 @@ def top_frames(path: str, n: int = 10) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def verdicts(sc: Scenario, runs: dict[str, dict[str, Any]]) -> list[tuple[bool | None, str]]:
-    """PASS/FAIL (or None: information) against the targets of the product issue."""
+def verdicts(
+    sc: Scenario, runs: dict[str, dict[str, Any]], done: dict[str, Any] | None = None
+) -> list[tuple[bool | None, str]]:
+    """PASS/FAIL (or None: information) against the targets of the product issues.
+
+    ``done``: the scenarios already run in this invocation (for cross-scenario targets).
+    """
     out: list[tuple[bool | None, str]] = []
 
     def check(ok: bool | None, text: str) -> None:
@@ -1106,6 +1577,8 @@ def verdicts(sc: Scenario, runs: dict[str, dict[str, Any]]) -> list[tuple[bool |
     eng = runs.get(ENGINE)
     if eng is None:
         return [(None, "ws engine not run")]
+    if sc.resume:
+        return resume_verdicts(sc, eng)
     a = eng["agg"]
     fired = eng["fire"]["fired"]
     check(fired == sc.events, f"all {sc.events} events fired (fired {fired})")
@@ -1140,6 +1613,36 @@ def verdicts(sc: Scenario, runs: dict[str, dict[str, Any]]) -> list[tuple[bool |
                 None,
                 f"rest_tornado lost {t['lost_total']} of {due} ({share:.1f}%); "
                 f"{t['clients_with_loss']}/{t['clients']} clients lost events",
+            )
+    elif sc.name.startswith("steady_200"):
+        check(a["lost_total"] == 0, f"engine: 0 lost ({lost})")
+        p99 = a["p99_ms"]
+        along = (eng.get("alongside") or {}).get("p99_ms")
+        before = (runs.get(BUS) or {}).get("agg", {}).get("p99_ms")
+        bus = along if along is not None else before
+        if along is not None and before is not None:
+            check(None, f"bare bus p99: {_f(before, 1)} ms alone, {_f(along, 1)} ms alongside")
+        if bus is None:
+            check(None, f"engine p99 {_f(p99, 1)} ms; no bus_direct baseline in this run")
+        else:
+            check(
+                p99 is not None and p99 <= bus + 25.0,
+                f"engine: p99 within 25 ms of the bare bus subscriber's "
+                f"(p99 {_f(p99, 1)} ms vs {_f(bus, 1)} ms: {_f((p99 or 0) - bus, 1)} ms)",
+            )
+    elif sc.filters:
+        check(a["lost_total"] == 0, f"engine: 0 lost for every client ({lost})")
+        check(a["in_order_all"], f"engine: in order ({_f(a['in_order_all'])})")
+        mine = a.get("engine_cpu_us_per_msg")
+        ref = (done or {}).get("steady_50clients", {}).get("runs", {}).get(ENGINE)
+        base = ref["agg"].get("engine_cpu_us_per_msg") if ref else None
+        if base is None or mine is None:
+            check(None, f"engine CPU {_f(mine, 1)} us per delivered message; no 50-client run")
+        else:
+            check(
+                mine <= 2 * base,
+                f"engine CPU per delivered message within 2x of steady_50clients' "
+                f"({mine:.1f} vs {base:.1f} us: {mine / base:.2f}x)",
             )
     elif sc.name.startswith("steady"):
         check(a["lost_total"] == 0, f"engine: 0 lost ({lost})")
@@ -1203,6 +1706,7 @@ COLUMNS = (
     "last_lag_s",
     "cli_cpu%",
     "srv_cpu_s",
+    "cpu_us/msg",
     "slow_sub",
 )
 
@@ -1226,6 +1730,7 @@ def table_row(target: str, r: dict[str, Any]) -> list[Any]:
         _f(a["last_event_lag_s_max"], 3),
         _f(a["client_cpu_pct_max"], 0),
         _f(r.get("server_cpu_s"), 1),
+        _f(a.get("engine_cpu_us_per_msg"), 1),
         r["log"]["slow_subscriber_discards"],
     ]
 
@@ -1275,6 +1780,29 @@ def notes(target: str, r: dict[str, Any]) -> list[str]:
         extra.append(
             "py-spy inclusive: " + "; ".join(f"{p}% {k}" for k, p in prof["inclusive"][:8])
         )
+        if prof.get("stages"):
+            extra.append(
+                "stages (% of samples): "
+                + "; ".join(f"{k} {v}%" for k, v in prof["stages"].items())
+            )
+    if r.get("stage_us_per_msg"):
+        extra.append(
+            "engine CPU per delivered message by stage (us): "
+            + "; ".join(f"{k} {v}" for k, v in r["stage_us_per_msg"].items())
+        )
+    if r.get("writes"):
+        extra.append(f"ws.status writes during the run: {r['writes']}")
+    if r.get("alongside"):
+        b = r["alongside"]
+        extra.append(
+            f"bare bus subscriber alongside (same time): p50 {_f(b['p50_ms'], 1)} p99 "
+            f"{_f(b['p99_ms'], 1)} max {_f(b['max_ms'], 0)} ms ({b['delivered']} events)"
+        )
+    if target == ENGINE and a.get("worst_windows"):
+        extra.append(
+            "worst 100-ms firing windows [s after first firing, max ms, deliveries > 25 ms]: "
+            + str(a["worst_windows"])
+        )
     return extra
 
 
@@ -1283,6 +1811,13 @@ def print_scenario(
 ) -> None:
     rate = f"paced {sc.rate:.0f} ev/s" if sc.rate else f"burst, {sc.firers} firing processes"
     stalled = f", +{sc.stalled} stalled" if sc.stalled else ""
+    if sc.resume:
+        print(f"\n=== {sc.name}: {sc.events} events missed, then ?since= while {rate} ===")
+        for r in runs.values():
+            print("  " + "\n  ".join(resume_lines(r)))
+        for ok, text in checks:
+            print(f"  {'INFO' if ok is None else ('PASS' if ok else 'FAIL')}  {text}")
+        return
     print(f"\n=== {sc.name}: {sc.events} events, {rate}, {sc.clients} live client(s){stalled} ===")
     rows = [table_row(target, r) for target, r in runs.items()]
     widths = [max(len(str(x)) for x in col) for col in zip(COLUMNS, *rows, strict=True)]
@@ -1332,7 +1867,10 @@ def main(argv: list[str] | None = None) -> int:
         help="async: await fire_event_async (async pusher path, fast); sync: fire_event",
     )
     parser.add_argument(
-        "--clients-per-proc", type=int, default=5, help="clients per client process"
+        "--clients-per-proc",
+        type=int,
+        default=None,
+        help="clients per client process (default: the scenario's, else 5)",
     )
     parser.add_argument(
         "--settle", type=float, default=None, help="idle seconds before a client gives up"
@@ -1351,6 +1889,7 @@ def main(argv: list[str] | None = None) -> int:
         args.settle = 2.0 if args.quick else 4.0
     args.session = uuid.uuid4().hex[:8]
     targets = tuple(t for t in args.targets.split(",") if t)
+    args.target_list = targets
     unknown = set(targets) - {*TARGETS, BUS}
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; known: {', '.join((*TARGETS, BUS))}")
@@ -1391,7 +1930,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"firing: {args.fire_api} API, {args.pad} B pad; clients: asyncio, "
-        f"{args.clients_per_proc} per process (spawned)"
+        f"{args.clients_per_proc or 'the scenario decides how many (default 5)'} per process "
+        "(spawned)"
     )
     root = tempfile.mkdtemp(prefix="salt-ws-bench-", dir="/tmp")
     env = Env(root)
@@ -1408,13 +1948,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         for sc in chosen:
             runs: dict[str, dict[str, Any]] = {}
-            order = ((BUS,) if BUS in targets and not sc.stalled else ()) + sc.targets
+            order = (
+                (BUS,) if BUS in targets and not (sc.stalled or sc.resume) else ()
+            ) + sc.targets
             for target in order:
                 if target not in targets:
                     continue
                 print(f"-- {sc.name} / {target} ...", flush=True)
-                runs[target] = run_target(env, sc, target, args)
-            checks = verdicts(sc, runs)
+                run = run_resume if sc.resume else run_target
+                runs[target] = run(env, sc, target, args)
+            checks = verdicts(sc, runs, report["scenarios"])
             print_scenario(sc, runs, checks, args.per_client)
             if any(ok is False for ok, _ in checks):
                 rc = 1
