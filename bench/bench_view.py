@@ -42,9 +42,15 @@ sys.path.insert(0, REPO)
 
 from machine import machine_state  # noqa: E402
 
+from salt_ws.delta import DeltaFeed  # noqa: E402
 from salt_ws.view import FormattedView, Update, ViewLimits  # noqa: E402
 
-SNAPSHOT_TARGET_MS = 200.0  # cold snapshot at the largest fleet
+SNAPSHOT_TARGET_MS = 200.0  # cold compat snapshot at 10,000 minions
+DELTA_SNAPSHOT_TARGET_MS = 500.0  # cold delta snapshot at the largest fleet (issue 11)
+PRESENCE_TARGET_MS = 20.0  # a presence of the whole fleet, at the largest fleet (issue 11)
+RETURN_BYTES_TARGET = 1024  # patch bytes per return of a fleet-wide job (issue 11)
+# option view_grains as the issue suggests it
+VIEW_GRAINS = ("os", "osrelease", "kernel", "ipv4", "num_cpus", "mem_total")
 GROWTH_LIMIT = 2.0  # apply µs/event (without presence) at the largest fleet vs the smallest
 JOBS = 1000
 BATCH = 100  # events per consume() batch, as the engine hands them over
@@ -459,6 +465,183 @@ def median_of(repeats: int, measure: Callable[[], float]) -> tuple[float, list[f
     return statistics.median(runs), runs
 
 
+class Scoped:
+    """A limited audience for the delta feed: ``test.*`` on every other minion."""
+
+    admin = False
+    key = "scoped"
+
+    def may_target(self, mid: str) -> bool:
+        return mid[-1] in "02468" if mid[-1].isdigit() else int(mid[4:9]) % 2 == 0
+
+    def may(self, fun: str | None, mid: str, arg: Any = None) -> bool:
+        return isinstance(fun, str) and fun.startswith("test.") and self.may_target(mid)
+
+
+def apply_and_patch(
+    view: FormattedView, feed: DeltaFeed, items: list[tuple[str, Any, Any]], now: float
+) -> tuple[float, int]:
+    """Seconds to apply ``items`` in batches of BATCH with the delta patches of each batch
+    (every followed audience); the administrators' patch bytes."""
+    sent = 0
+    t0 = time.perf_counter()
+    for start in range(0, len(items), BATCH):
+        out = feed.patches(run_items(view, items[start : start + BATCH], now))
+        sent += len(out.get(None, ""))
+    return time.perf_counter() - t0, sent
+
+
+def fleet_job(view: FormattedView, feed: DeltaFeed, stream: Stream, now: float) -> dict:
+    """A ``new`` targeting the whole fleet, then every minion's return, in batches of BATCH
+    as the engine hands them over: apply and patch costs, bytes, the last batch."""
+    jid = stream._jid()
+    mids = stream.mids
+    out: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    update = view.apply(
+        f"salt/job/{jid}/new",
+        {"_stamp": stamp(now), "arg": [], "fun": "test.ping", "jid": jid, "minions": mids,
+         "tgt": "*", "tgt_type": "glob", "user": "root"},
+        now,
+    )  # fmt: skip
+    t1 = time.perf_counter()
+    first = feed.patches(update)
+    t2 = time.perf_counter()
+    out["new_apply_ms"], out["new_patch_ms"] = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+    out["new_patch_kb"] = len(first.get(None, "")) / 1e3
+    events = [
+        (f"salt/job/{jid}/ret/{mid}",
+         {"_stamp": stamp(now), "cmd": "_return", "fun": "test.ping", "fun_args": [], "id": mid,
+          "jid": jid, "retcode": 0, "return": True, "success": True})
+        for mid in mids
+    ]  # fmt: skip
+    applied = patched = 0.0
+    sent = {None: 0, "scoped": 0}
+    last_ms = 0.0
+    for start in range(0, len(events), BATCH):
+        t0 = time.perf_counter()
+        update = Update()
+        for tag, data in events[start : start + BATCH]:
+            update.merge(view.apply(tag, data, now))
+        t1 = time.perf_counter()
+        msgs = feed.patches(update)
+        t2 = time.perf_counter()
+        applied += t1 - t0
+        patched += t2 - t1
+        last_ms = (t2 - t0) * 1e3
+        for key, text in msgs.items():
+            sent[key] += len(text.encode())
+    out["ret_apply_us"] = applied / len(events) * 1e6
+    out["ret_patch_us"] = patched / len(events) * 1e6
+    out["ret_bytes_admin"] = sent[None] / len(events)
+    out["ret_bytes_scoped"] = sent["scoped"] / (len(events) / 2)
+    out["last_batch_ms"] = last_ms
+    row = json.loads(view.render_jobs())["jobs"][jid]
+    out["state"] = row["state"]
+    # compat: one more return into that job re-renders it (all its entries) and the table
+    view.apply(*events[0], now)
+    t0 = time.perf_counter()
+    view.render_jobs()
+    out["compat_render_jobs_ms"] = (time.perf_counter() - t0) * 1e3
+    feed.patches(Update())  # (nothing)
+    return out
+
+
+def bench_delta(
+    view: FormattedView, stream: Stream, args: argparse.Namespace, now: float
+) -> dict[str, Any]:
+    """Delta mode: snapshots, patches of the steady stream, a fleet-wide job, presence."""
+    result: dict[str, Any] = {}
+    feed = DeltaFeed(view)
+    scoped = Scoped()
+    t0 = time.perf_counter()
+    feed.snapshot()
+    result["delta_snapshot_first_ms"] = (time.perf_counter() - t0) * 1e3
+    feed.snapshot(scoped)
+    repeats = args.repeats
+
+    def feed_update(update: Update) -> None:
+        feed.patches(update)
+
+    def snapshot_cold() -> float:
+        mid = stream.mids[len(stream.mids) // 3]
+        feed_update(view.set_grains(mid, {**stream.fleet[mid], "x": time.time()}))
+        feed_update(view.apply(
+            f"salt/job/{stream.jid}/ret/late-minion", {"id": "late-minion", "retcode": 1}, now
+        ))  # fmt: skip
+        t0 = time.perf_counter()
+        feed.snapshot()
+        return time.perf_counter() - t0
+
+    med, runs = median_of(max(repeats, 5), snapshot_cold)
+    result["delta_snapshot_cold_ms"] = med * 1e3
+    result["delta_snapshot_mb"] = len(feed.snapshot().encode()) / 1e6
+
+    stream.presence_every = args.presence_every
+    events = min(args.events, RENDER_EVENTS * 2)
+    totals = []
+    for _ in range(repeats):
+        gc.collect()
+        spent, sent = apply_and_patch(view, feed, stream.take(events), now)
+        totals.append((spent / events, sent / events))
+    result["apply_patch_us"] = statistics.median(t for t, _ in totals) * 1e6
+    result["patch_bytes_per_event"] = statistics.median(b for _, b in totals)
+
+    # one grains change: the patch, and the compat re-render of the minions table
+    def grains_change() -> tuple[float, float, int]:
+        mid = stream.mids[7 % len(stream.mids)]
+        t0 = time.perf_counter()
+        update = view.set_grains(mid, {**stream.fleet[mid], "x": time.time()})
+        t1 = time.perf_counter()
+        out = feed.patches(update)
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1, len(out.get(None, ""))
+
+    changes = [grains_change() for _ in range(max(repeats, 5))]
+    result["grains_apply_us"] = statistics.median(c[0] for c in changes) * 1e6
+    result["grains_patch_us"] = statistics.median(c[1] for c in changes) * 1e6
+    result["grains_patch_bytes"] = statistics.median(c[2] for c in changes)
+
+    # presence of the whole fleet, nothing changed (every loop_interval)
+    present = list(stream.mids)
+
+    def presence() -> float:
+        t0 = time.perf_counter()
+        update = view.presence(present)
+        feed.patches(update)
+        return time.perf_counter() - t0
+
+    presence()
+    med, runs = median_of(max(repeats, 5), presence)
+    result["presence_ms"] = med * 1e3
+    result["presence_max_ms"] = max(runs) * 1e3
+
+    result["fleet_job"] = fleet_job(view, feed, stream, now)
+    result["feed"] = feed.stats()
+    return result
+
+
+def bench_view_grains(fleet: dict[str, dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """Option view_grains (VIEW_GRAINS): the minions table and its re-render after a change."""
+    view = FormattedView(ViewLimits(max_jobs=JOBS), grains=VIEW_GRAINS)
+    view.seed(fleet)
+    view.render_minions()
+    mids = list(fleet)
+
+    def render_after_change() -> float:
+        mid = mids[len(mids) // 2]
+        view.set_grains(mid, {**fleet[mid], "num_cpus": time.time()})
+        t0 = time.perf_counter()
+        view.render_minions()
+        return time.perf_counter() - t0
+
+    med, _ = median_of(max(repeats, 5), render_after_change)
+    return {
+        "view_grains_minions_mb": len(view.render_minions().encode()) / 1e6,
+        "view_grains_render_minions_ms": med * 1e3,
+    }
+
+
 def bench_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     view, stream, first = build_view(n, seed=n)
@@ -548,6 +731,8 @@ def bench_fleet(n: int, args: argparse.Namespace) -> dict[str, Any]:
     result["minions_mb"] = len(minions_msg.encode()) / 1e6
     result["jobs_mb"] = len(jobs_msg.encode()) / 1e6
     result["grains_kb"] = len(json.dumps(make_grains(1), separators=(",", ":"))) / 1e3
+    result.update(bench_view_grains(stream.fleet, repeats))
+    result.update(bench_delta(view, stream, args, now))
     result["job_count_after"] = view.job_count
     return result
 
@@ -597,6 +782,29 @@ def print_results(results: list[dict[str, Any]], args: argparse.Namespace) -> No
               f"{r['snapshot_cold_min_ms']:.1f} ms, "
               f"render_jobs {r['render_jobs_ms']:6.2f} ms, expire {r['expire_ms']:6.3f} ms, "
               f"grains {r['grains_kb']:.1f} KB/minion, build {r['build_s']} s")  # fmt: skip
+    print()
+    print(f"view_grains {list(VIEW_GRAINS)}: minions table and its re-render after one change:")
+    for r in results:
+        print(f"{r['minions']:>8,} minions: {r['view_grains_minions_mb']:8.2f} MB "
+              f"(all grains {r['minions_mb']:.2f} MB), render_minions "
+              f"{r['view_grains_render_minions_ms']:.2f} ms")  # fmt: skip
+    print()
+    print("delta mode (an administrator and a scoped audience followed; ?delta=1):")
+    for r in results:
+        j = r["fleet_job"]
+        print(f"{r['minions']:>8,} minions: snapshot first {r['delta_snapshot_first_ms']:.1f} ms, "
+              f"cold {r['delta_snapshot_cold_ms']:.1f} ms ({r['delta_snapshot_mb']:.2f} MB); "
+              f"stream apply+patch {r['apply_patch_us']:.2f} µs/ev, "
+              f"{r['patch_bytes_per_event']:.0f} B/ev to admin; "
+              f"presence {r['presence_ms']:.2f} ms (max {r['presence_max_ms']:.2f}); "
+              f"grains change: apply {r['grains_apply_us']:.0f} µs, "
+              f"patch {r['grains_patch_us']:.0f} µs, {r['grains_patch_bytes']:.0f} B")  # fmt: skip
+        print(f"{'':>8}  fleet-wide job: new apply {j['new_apply_ms']:.1f} ms + patch "
+              f"{j['new_patch_ms']:.1f} ms ({j['new_patch_kb']:.0f} KB); per return apply "
+              f"{j['ret_apply_us']:.2f} µs + patch {j['ret_patch_us']:.2f} µs, "
+              f"{j['ret_bytes_admin']:.0f} B admin / {j['ret_bytes_scoped']:.0f} B scoped; "
+              f"last batch {j['last_batch_ms']:.2f} ms -> {j['state']}; compat render_jobs "
+              f"after one return {j['compat_render_jobs_ms']:.1f} ms")  # fmt: skip
 
 
 def verdicts(results: list[dict[str, Any]]) -> list[tuple[bool, str]]:
@@ -608,8 +816,30 @@ def verdicts(results: list[dict[str, Any]]) -> list[tuple[bool, str]]:
         f"apply µs/event (job new/ret, refresh, set_grains) at {large['minions']:,} minions is "
         f"{growth:.2f}x that at {small['minions']:,} (limit {GROWTH_LIMIT:g}x)",
     ))  # fmt: skip
+    flat = large["apply_patch_us"] / small["apply_patch_us"]
+    out.append((
+        flat <= GROWTH_LIMIT,
+        f"apply+patch µs/event at {large['minions']:,} minions is {flat:.2f}x that at "
+        f"{small['minions']:,} (limit {GROWTH_LIMIT:g}x)",
+    ))  # fmt: skip
+    out.append((
+        large["presence_ms"] <= PRESENCE_TARGET_MS,
+        f"presence of {large['minions']:,} minions: {large['presence_ms']:.2f} ms "
+        f"(target <= {PRESENCE_TARGET_MS:g} ms)",
+    ))  # fmt: skip
+    out.append((
+        large["delta_snapshot_cold_ms"] <= DELTA_SNAPSHOT_TARGET_MS,
+        f"cold delta snapshot at {large['minions']:,} minions: "
+        f"{large['delta_snapshot_cold_ms']:.1f} ms (target <= {DELTA_SNAPSHOT_TARGET_MS:g} ms)",
+    ))  # fmt: skip
     for r in results:
-        if r is large:
+        j = r["fleet_job"]
+        out.append((
+            j["ret_bytes_admin"] <= RETURN_BYTES_TARGET and j["state"] == "complete",
+            f"fleet-wide job at {r['minions']:,} minions: {j['ret_bytes_admin']:.0f} B of patch "
+            f"per return (target <= {RETURN_BYTES_TARGET}), {j['state']} after its last return",
+        ))  # fmt: skip
+        if r["minions"] == max(x["minions"] for x in results if x["minions"] <= 10_000):
             out.append((
                 r["snapshot_cold_ms"] <= SNAPSHOT_TARGET_MS,
                 f"cold snapshot at {r['minions']:,} minions: {r['snapshot_cold_ms']:.1f} ms "
@@ -632,7 +862,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer events and repeats")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--sizes", default="100,1000,10000", help="fleet sizes (comma separated)")
+    parser.add_argument(
+        "--sizes", default="100,1000,10000,50000", help="fleet sizes (comma separated)"
+    )
     parser.add_argument("--events", type=int, help="events per measurement (default 20000)")
     parser.add_argument("--repeats", type=int, help="repeats per measurement (default 7)")
     parser.add_argument(

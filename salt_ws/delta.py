@@ -53,7 +53,8 @@ __all__ = ["TABLES", "Coalescer", "DeltaFeed", "pointer"]
 TABLES = ("minions", "jobs")
 
 _STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-_ABSENT: Any = object()  # a job not in an audience's document
+_ABSENT: Any = object()  # a job not in an audience's document, a grain not in a row
+_PLAIN = frozenset((str, int, bool, type(None)))  # exact types whose == is JSON's
 
 
 def pointer(*tokens: str) -> str:
@@ -74,6 +75,18 @@ def _strict(value: Any) -> str | None:
         return _STRICT.encode(value)
     except (TypeError, ValueError, RecursionError):
         return None
+
+
+def _joined(head: str, first: list[str], middle: str, second: list[str], tail: str) -> str:
+    """``head + ",".join(first) + middle + ",".join(second) + tail``, copying the tables once."""
+    pieces: list[str] = [head]
+    for parts, after in ((first, middle), (second, tail)):
+        if parts:
+            commas: list[str] = [","] * (2 * len(parts) - 1)
+            commas[0::2] = parts
+            pieces.extend(commas)
+        pieces.append(after)
+    return "".join(pieces)
 
 
 def _key(audience: Audience | None) -> str | None:
@@ -142,19 +155,13 @@ class DeltaFeed:
             doc.synced = -1  # updates were not fed before this: resync everyone at the next
             doc.snapshot = None
         if doc.snapshot is None:
-            minions, jobs = self._tables(doc)
-            doc.snapshot = "".join(
-                (
-                    '{"seq":',
-                    str(doc.seq),
-                    ',"snapshot":{',
-                    minions,
-                    ",",
-                    jobs,
-                    "}",
-                    self._prefix,
-                    "}",
-                )
+            view = self.view
+            doc.snapshot = _joined(
+                '{"seq":' + str(doc.seq) + ',"snapshot":{"minions":{',
+                view.minion_parts(doc.audience),
+                '},"jobs":{',
+                view.job_parts(doc.audience),
+                "}}" + self._prefix + "}",
             )
         self.counters["snapshots"] += 1
         return doc.snapshot
@@ -294,14 +301,22 @@ class DeltaFeed:
         if not all(isinstance(k, str) for k in old) or not all(isinstance(k, str) for k in new):
             return None
         ops = [_op("remove", path + pointer(k)) for k in old if k not in new]
+        missing = _ABSENT
         for k, value in new.items():
-            encoded = _strict(value)
-            if encoded is None:
-                return None
-            if k not in old:
-                ops.append(_op("add", path + pointer(k), encoded))
-            elif _strict(old[k]) != encoded:
-                ops.append(_op("replace", path + pointer(k), encoded))
+            was = old.get(k, missing)
+            kind = type(value)
+            if kind in _PLAIN:  # (always encodes, and equal with its type: the same text)
+                if type(was) is kind and was == value:
+                    continue
+                encoded: str | None = _STRICT.encode(value)
+            else:
+                encoded = _strict(value)
+                if encoded is None:
+                    return None
+                if was is not missing and (was is value or _strict(was) == encoded):
+                    continue
+            op = "add" if was is missing else "replace"
+            ops.append(_op(op, path + pointer(k), encoded))
             if len(ops) > len(new) // 2 + 1:
                 return None
         return ops

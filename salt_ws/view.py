@@ -93,7 +93,20 @@ how the jobs table's size in bytes is kept without re-encoding it), so an
 event re-encodes only what it changed and a table is rendered by joining
 cached fragments; a new client gets the cached strings. Each audience's view
 of each job is cached too (until that job changes or the audience is
-forgotten), so an event re-filters only the job it changed.
+forgotten), so an event re-filters only the job it changed. A job's kept bytes
+and its success are counted as its entries change, never summed over them per
+event, and a table message made stale is dropped at its next render (freeing
+a 200 MB string takes milliseconds), so applying an event costs the same at
+any fleet size.
+
+What changed (issue 11): each :class:`Update` carries :class:`Changes`, the
+minions and jobs it changed by id, with their states before (a minion's row,
+a job's encoded fields, what its entries were judged by, its changed entries'
+fragments), serial-numbered per input method; :class:`salt_ws.delta.DeltaFeed`
+builds JSON Patch messages from them, per audience, at a cost per change.
+Option ``view_grains`` (``grains=``) keeps only the named grains of each minion
+(wherever grains enter: :meth:`~FormattedView.seed`,
+:meth:`~FormattedView.set_grains`, a syndic's minion's ``grains.items`` return).
 """
 
 from __future__ import annotations
@@ -109,9 +122,12 @@ from salt_ws.acl import MAX_JID_LENGTH, normalise_arg, valid_fun
 from salt_ws.wire import encode, stamp
 
 __all__ = [
+    "JOB_FIELDS",
     "REFUSALS",
+    "Changes",
     "Command",
     "FormattedView",
+    "JobChange",
     "JobState",
     "LoadGrains",
     "ReloadKeys",
@@ -586,6 +602,9 @@ class FormattedView:
         # encoded tables: key None is the full view, other keys one audience's
         self._minions_messages: dict[str | None, str] = {}
         self._jobs_messages: dict[str | None, str] = {}
+        # the cached tables are out of date: dropped at the next render, not at the change
+        # (freeing a 200 MB string is ~7 ms: a change would cost that, not per change)
+        self._minions_stale = self._jobs_stale = False
         # what changed since the last input method returned (see Changes), by id
         self._serial = 0  # of the last Changes handed out
         self._changed_minions: dict[str, dict[str, Any] | None] = {}
@@ -636,19 +655,28 @@ class FormattedView:
         Cached until the table (or :meth:`forget_audience`) invalidates it.
         """
         key = None if audience is None or audience.admin else audience.key
+        if self._minions_stale:
+            self._minions_messages.clear()
+            self._minions_stale = False
         message = self._minions_messages.get(key)
         if message is None:
-            frags = self._minion_fragments
-            parts = []
-            for mid, entry in self._minions.items():
-                if key is not None and not audience.may_target(mid):  # type: ignore[union-attr]
-                    continue
-                frag = frags.get(mid)
-                if frag is None:
-                    frag = frags[mid] = encode(mid) + ":" + encode(entry)
-                parts.append(frag)
+            parts = self.minion_parts(audience)
             message = self._minions_messages[key] = _join('{"minions":{', parts, self._suffix)
         return message
+
+    def minion_parts(self, audience: Audience | None = None) -> list[str]:
+        """The minions table's fragments (``"<id>":{...}``) the audience sees, in order."""
+        limited = audience is not None and not audience.admin
+        frags = self._minion_fragments
+        parts = []
+        for mid, entry in self._minions.items():
+            if limited and not audience.may_target(mid):  # type: ignore[union-attr]
+                continue
+            frag = frags.get(mid)
+            if frag is None:
+                frag = frags[mid] = encode(mid) + ":" + encode(entry)
+            parts.append(frag)
+        return parts
 
     def render_jobs(self, audience: Audience | None = None) -> str:
         """The encoded ``{"jobs": ...}`` message, for everyone or for one audience.
@@ -661,19 +689,25 @@ class FormattedView:
         :meth:`forget_audience`), so an event re-filters only the job it changed.
         """
         key = None if audience is None or audience.admin else audience.key
+        if self._jobs_stale:
+            self._jobs_messages.clear()
+            self._jobs_stale = False
         message = self._jobs_messages.get(key)
         if message is None:
-            parts = []
-            if key is None:
-                for job in self._jobs.values():
-                    parts.append(self._fragment(job))
-            else:
-                for jid in self._jobs:
-                    frag = self.audience_job(jid, audience)[0]  # type: ignore[arg-type]
-                    if frag:
-                        parts.append(frag)
+            parts = self.job_parts(audience)
             message = self._jobs_messages[key] = _join('{"jobs":{', parts, self._suffix)
         return message
+
+    def job_parts(self, audience: Audience | None = None) -> list[str]:
+        """The jobs table's fragments (``"<jid>":{...}``) the audience sees, oldest first."""
+        if audience is None or audience.admin:
+            return [self._fragment(job) for job in self._jobs.values()]
+        parts = []
+        for jid in self._jobs:
+            frag = self.audience_job(jid, audience)[0]
+            if frag:
+                parts.append(frag)
+        return parts
 
     def _fragment(self, job: _Job) -> str:
         frag = self._job_fragments.get(job.jid)
@@ -1084,7 +1118,7 @@ class FormattedView:
         self._note_minion(mid)
         self._minions[mid] = entry
         self._minion_fragments.pop(mid, None)
-        self._minions_messages.clear()
+        self._minions_stale = True
 
     def _add(self, mids: Iterable[str], source: str = LOCAL) -> Update:
         members = self._sources.setdefault(source, set())
@@ -1114,7 +1148,7 @@ class FormattedView:
                 self._note_minion(mid)
                 del self._minions[mid]
                 self._minion_fragments.pop(mid, None)
-                self._minions_messages.clear()
+                self._minions_stale = True
             elif entry.get("syndic", LOCAL) != self._origin(mid):
                 self._put_minion(mid, entry["grains"])
             else:
@@ -1275,7 +1309,7 @@ class FormattedView:
         self._job_fragments.pop(jid, None)
         for cache in self._audience_jobs.values():
             cache.pop(jid, None)
-        self._jobs_messages.clear()
+        self._jobs_stale = True
 
     def _drop_job(self, jid: str) -> None:
         job = self._jobs.pop(jid, None)
