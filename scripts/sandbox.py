@@ -34,7 +34,8 @@ def main() -> int:
         salt = os.path.join(os.path.dirname(sys.executable), "salt")
         salt_run = salt + "-run"
         print(
-            f"""
+            f"""Dashboard: {master.url}/   (log in with any username and password, eauth 'auto')
+
 salt_ws sandbox is up (root {master.root})
   engine:     {master.url}   (plain HTTP, eauth 'auto': any user/password)
   login:      curl -si {master.url}/login -H 'Accept: application/json' \\
