@@ -445,3 +445,26 @@ def test_subscribe_and_unsubscribe_follow_the_filter_box(engine: FakeEngine) -> 
     until(page, lambda: sent()[-1] == {"unsubscribe": ["custom/*"]})
     expect(page.locator('.trow[data-tag="salt/key"]')).to_have_count(1)
     engine.clean()
+
+
+@pytest.mark.parametrize(
+    ("scheme", "background"), [("light", "rgb(246, 248, 250)"), ("dark", "rgb(13, 17, 23)")]
+)
+def test_the_page_follows_prefers_color_scheme(
+    browser: Browser, scheme: str, background: str
+) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme=scheme)
+    try:
+        engine = FakeEngine(context.new_page())
+        engine.on_ready["tables"] = lambda ws: send(
+            ws, {"seq": 1, "snapshot": {"minions": {"m1": minion("m1", 1)}, "jobs": {}}}
+        )
+        engine.open()
+        expect(engine.page.locator('[data-minion="m1"]')).to_be_visible()
+        assert engine.page.evaluate("getComputedStyle(document.body).backgroundColor") == background
+        artifacts = pathlib.Path(__file__).resolve().parents[1] / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        engine.page.screenshot(path=str(artifacts / f"dashboard-page-{scheme}.png"))
+        engine.clean()
+    finally:
+        context.close()
