@@ -162,6 +162,8 @@ step = st.one_of(
     st.tuples(st.just("start"), hot | picks, st.booleans()),
     st.tuples(st.just("expire"), st.floats(0.0, 40.0)),
     st.tuples(st.just("resolve"), st.booleans()),
+    # a re-seed after a bus outage: these minions connected, some grains unread (None)
+    st.tuples(st.just("reseed"), st.lists(st.tuples(hot | picks, st.booleans()), max_size=6)),
     st.tuples(st.just("join")),  # a new delta client: its snapshot equals the others' document
 )
 LIMITS = ViewLimits(max_jobs=4, job_max_age=60.0, job_timeout=15.0, max_jobs_bytes=60_000)
@@ -200,6 +202,9 @@ def run(view: FormattedView, feed: DeltaFeed, step: tuple, ids: list[str], now: 
         return [view.apply(f"salt/minion/{who}/start", {"id": who}, now)]
     if kind == "expire":
         return [view.expire(now)]
+    if kind == "reseed":
+        minions = {mid(i): None if unread else {"os": "Debian", "seed": i} for i, unread in step[1]}
+        return [view.seed(minions)]
     if kind == "resolve":  # the limited audience's permissions were re-resolved
         ctx["audience"].odd_too = step[1]
         view.forget_audience(ctx["audience"].key)
