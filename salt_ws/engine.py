@@ -40,6 +40,7 @@ from salt_ws.app import make_server
 from salt_ws.auth import Authenticator, install_log_redaction
 from salt_ws.bus import BusReader, Handoff
 from salt_ws.config import DEFAULTS, Config, ConfigError, parse, ssl_context
+from salt_ws.delta import Coalescer, DeltaFeed
 from salt_ws.fleet import Fleet
 from salt_ws.handlers import Services
 from salt_ws.hub import Channel, Hub
@@ -51,6 +52,12 @@ from salt_ws.view import FormattedView, LoadGrains, ReloadKeys, Update, ViewLimi
 __all__ = ["Counters", "Engine", "run"]
 
 log = logging.getLogger(__name__)
+
+
+def delta_key(audience: str | None) -> tuple[str, str]:
+    """The hub key of an audience's ``?delta=1`` clients (compat clients: the audience)."""
+    return ("delta", ADMIN if audience is None else audience)
+
 
 SHUTDOWN_GRACE = 2.0  # seconds given to close frames before the process exits
 EXPIRE_EARLY = 1.0  # seconds before a token's expire time at which the engine ends it
@@ -151,7 +158,12 @@ class Engine:
             ),
             self.master_id,
             syndics=self.syndics,
+            grains=config.view_grains,
         )
+        # /formatted_events?delta=1: JSON Patch per audience; compat tables coalesced
+        self.deltas = DeltaFeed(self.view)
+        self.coalescer = Coalescer(config.view_interval)
+        self._compat_timer: asyncio.TimerHandle | None = None
         self.fleet: Fleet | None = None
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -247,18 +259,13 @@ class Engine:
         return self.stream.job_funs
 
     def view_changed(self, update: Update) -> None:
-        """Send the changed tables (encoded once per audience) and start the update's commands."""
+        """Send what changed — a patch per delta audience at once, the compat tables
+        coalesced (``view_interval``), each encoded once per audience — and start the
+        update's commands."""
         if update.minions or update.jobs:
-            for audience in self.hub.audiences(Channel.FORMATTED_EVENTS):
-                perms = None if audience == ADMIN else self.audiences.get(audience)
-                if audience != ADMIN and perms is None:
-                    continue
-                messages = []
-                if update.minions:
-                    messages.append(self.view.render_minions(perms))
-                if update.jobs:
-                    messages.append(self.view.render_jobs(perms))
-                self.hub.publish(Channel.FORMATTED_EVENTS, messages, audience)
+            for key, message in self.deltas.patches(update).items():
+                self.hub.publish(Channel.FORMATTED_EVENTS, [message], key=delta_key(key))
+            self._send_tables(self.coalescer.changed(update, time.monotonic()))
         loads = [command for command in update.commands if isinstance(command, LoadGrains)]
         mids = [mid for command in loads for mid in command.mids]
         if mids and self.fleet is not None:
@@ -268,6 +275,48 @@ class Engine:
                 self._spawn(self._load_grains())
         if self.fleet is not None and any(isinstance(c, ReloadKeys) for c in update.commands):
             self._spawn(self._reload_keys())  # the view asks for one at a time
+
+    def _send_tables(self, tables: list[str]) -> None:
+        """Send the compat tables named (their latest state) to every compat audience,
+        and arm the timer for those that wait (coalesced)."""
+        if tables:
+            for key in self.hub.keys(Channel.FORMATTED_EVENTS):
+                if not isinstance(key, str):
+                    continue  # a delta audience
+                perms = None if key == ADMIN else self.audiences.get(key)
+                if key != ADMIN and perms is None:
+                    continue
+                messages = []
+                if "minions" in tables:
+                    messages.append(self.view.render_minions(perms))
+                if "jobs" in tables:
+                    messages.append(self.view.render_jobs(perms))
+                self.hub.publish(Channel.FORMATTED_EVENTS, messages, key=key)
+        at = self.coalescer.next_at()
+        if at is None or self._compat_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a test feeding the engine by hand): nothing to arm
+            return
+        self._compat_timer = loop.call_later(max(0.0, at - time.monotonic()), self._tables_due)
+
+    def _tables_due(self) -> None:
+        self._compat_timer = None
+        self._send_tables(self.coalescer.due(time.monotonic()))
+
+    def delta_snapshot(self, audience: Permissions | None) -> str:
+        """The first message of a ``?delta=1`` client of ``audience``."""
+        return self.deltas.snapshot(None if audience is None or audience.admin else audience)
+
+    def _forget_deltas(self) -> None:
+        """Stop building patches for audiences whose last delta client left."""
+        followed = {
+            key[1] for key in self.hub.keys(Channel.FORMATTED_EVENTS) if isinstance(key, tuple)
+        }
+        for key in self.deltas.audiences:
+            if (ADMIN if key is None else key) not in followed:
+                self.deltas.forget(key)
 
     async def admit(self, session: dict[str, Any]) -> Permissions:
         """The audience of a session: its permissions, with ACL targets resolved."""
@@ -301,6 +350,9 @@ class Engine:
                 continue
             perms.resolve(resolved)
             self.view.forget_audience(key)
+            resync = self.deltas.resync(perms)
+            if resync is not None:
+                self.hub.publish(Channel.FORMATTED_EVENTS, [resync], key=delta_key(key))
 
     def snapshot(self, channel: Channel, audience: Permissions | None = None) -> list[str]:
         """What a client of ``channel`` gets right after its ready message."""
@@ -405,6 +457,7 @@ class Engine:
                     if due:
                         await self.auth.run(self.auth.forget, due)
                 self.view_changed(self.view.expire(now))
+                self._forget_deltas()
                 if time.monotonic() >= next_acl:
                     next_acl = time.monotonic() + self.config.acl_refresh_interval
                     await self._refresh_audiences()
@@ -458,6 +511,7 @@ class Engine:
             self.config, self.hub, self.auth, self.counters, self.snapshot, self.admit, self.stream
         )
         self.services.exposition = self.metrics.exposition  # GET /metrics (metrics: True)
+        self.services.delta_snapshot = self.delta_snapshot  # /formatted_events?delta=1
         self.server = make_server(self.services, self.tls)
         sockets = await self._bind()
         if sockets is None:
@@ -558,6 +612,8 @@ class Engine:
             "jobs_kept_bytes": self.view.kept_bytes,  # arguments and functions besides
             "acl_jobs": self.job_funs.stats(),
             "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
+            "view_deltas": self.deltas.stats(),  # ?delta=1: audiences followed, patches, resyncs
+            "view_tables": self.coalescer.stats(),  # compat tables sent and coalesced
             "limits": self.services.stats() if self.services is not None else {},
             "stream": self.stream.status(),  # ids, history, replays and gaps
             "metrics": self.metrics.status(),  # the registry /metrics serves (salt_ws_* names)

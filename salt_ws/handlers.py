@@ -195,6 +195,8 @@ class Services:
         self.auth = auth
         self.counters = counters
         self.snapshot = snapshot
+        # the first message of a /formatted_events?delta=1 client (the engine's DeltaFeed)
+        self.delta_snapshot: Callable[[Any], str] = _no_deltas
         self.admit = admit or _admit_everyone
         # the event stream (ids, history, audiences); tests may leave it to us
         self.stream = stream if stream is not None else Pipeline()
@@ -293,6 +295,10 @@ class Services:
             handler.closing("logout")
             handler.close(wire.CLOSE_TOKEN_INVALID, "token revoked by /logout")
         return len(revoked)
+
+
+def _no_deltas(audience: Any) -> str:
+    return '{"seq":0,"snapshot":{"minions":{},"jobs":{}}}'  # tests without a view
 
 
 async def _admit_everyone(session: dict[str, Any]) -> Any:
@@ -705,6 +711,9 @@ class _Stream:
             since = client.request.since
             initial = services.stream.replay(since, group) if since is not None else []
             key: Any = group
+        elif client.request.delta:
+            initial = [services.delta_snapshot(self.perms)]
+            key = ("delta", client.audience)  # the engine's delta_key
         else:
             initial = services.snapshot(self.channel, self.perms)
             key = client.audience
