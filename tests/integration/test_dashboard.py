@@ -505,6 +505,8 @@ def test_both_minions_appear_with_their_os(dash: Dash) -> None:
         expect(row.locator(".c-ip")).to_have_text(MINIONS[mid])
         expect(row.locator(".c-kernel")).to_have_text("Linux")
     expect(dash.page.locator("#minions-count")).to_contain_text("2 · 2 up")
+    # the tables come as a snapshot and JSON Patches (/formatted_events?delta=1)
+    expect(dash.page.locator("#conn-tables")).to_have_text("Tables: connected (live patches)")
     # the search box narrows the list
     dash.page.get_by_label("Search minions").fill("dash-b")
     expect(dash.page.locator("#minion-list .minion-row")).to_have_count(1)
