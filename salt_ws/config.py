@@ -527,8 +527,8 @@ class Config:
         20.0,
         _SECONDS_1H,
         "seconds to answer a ping before the close",
-        details="seconds a peer has to answer a ping before it is closed; tornado waits at most one "
-        "`ping_interval`, so a larger value acts as `ping_interval`",
+        details="seconds a peer has to answer a ping before it is closed; tornado waits at most "
+        "one `ping_interval`, so a larger value acts as `ping_interval`",
     )
     tick_interval: float = _option(
         15.0,

@@ -512,6 +512,7 @@ class Engine:
         )
         self.services.exposition = self.metrics.exposition  # GET /metrics (metrics: True)
         self.services.delta_snapshot = self.delta_snapshot  # /formatted_events?delta=1
+        self.services.opts = self.opts  # the dashboard's eauth backends
         self.server = make_server(self.services, self.tls)
         sockets = await self._bind()
         if sockets is None:
@@ -614,6 +615,11 @@ class Engine:
             "grains": self.grains.stats(),  # grains reads asked for, coalesced, started
             "view_deltas": self.deltas.stats(),  # ?delta=1: audiences followed, patches, resyncs
             "view_tables": self.coalescer.stats(),  # compat tables sent and coalesced
+            "dashboard": (
+                self.services.dashboard.stats()
+                if self.services is not None and self.services.dashboard is not None
+                else None
+            ),
             "limits": self.services.stats() if self.services is not None else {},
             "stream": self.stream.status(),  # ids, history, replays and gaps
             "metrics": self.metrics.status(),  # the registry /metrics serves (salt_ws_* names)

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Any, Awaitable, Callable, cast
+from typing import Any, Awaitable, Callable, Mapping, cast
 
 import tornado.iostream
 import tornado.web
@@ -195,6 +195,8 @@ class Services:
         self.auth = auth
         self.counters = counters
         self.snapshot = snapshot
+        self.opts: Mapping[str, Any] | None = None  # the master's opts (the engine sets them)
+        self.dashboard: Any = None  # the dashboard's state, when it is served
         # the first message of a /formatted_events?delta=1 client (the engine's DeltaFeed)
         self.delta_snapshot: Callable[[Any], str] = _no_deltas
         self.admit = admit or _admit_everyone

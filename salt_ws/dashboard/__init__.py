@@ -308,6 +308,7 @@ def routes(services: Services, dashboard: Dashboard | None = None) -> list[Any]:
         return []
     if dashboard is None:
         dashboard = Dashboard(services, eauth_backends(_master_opts(services)))
+    services.dashboard = dashboard  # its counters, for ws.status
     kwargs = {"services": services, "dashboard": dashboard}
     names = "|".join(re.escape(name) for name in ASSETS if name != "index.html")
     return [
