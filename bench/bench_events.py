@@ -627,12 +627,12 @@ BENCH_ENGINE_OPTIONS = {
 
 
 class Env:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, engine: dict[str, Any] | None = None) -> None:
         self.tornado_port = free_port()
         self.cherrypy_port = free_port()
         self.master = DevMaster(
             root,
-            engine=BENCH_ENGINE_OPTIONS,
+            engine={**BENCH_ENGINE_OPTIONS, **(engine or {})},
             extra={
                 "log_level_logfile": "info",
                 "rest_tornado": {
@@ -1882,6 +1882,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stalled-rcvbuf", type=int, default=4096)
     parser.add_argument("--stalled-drain", type=float, default=30.0)
     parser.add_argument("--per-client", action="store_true", help="print one line per client")
+    parser.add_argument(
+        "--history-size",
+        type=int,
+        default=BENCH_ENGINE_OPTIONS["history_size"],
+        help="the engine's history_size (default 20000: resume_10k needs more than 10000)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="py-spy record the engine into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the master's root dir")
     args = parser.parse_args(argv)
@@ -1934,7 +1940,7 @@ def main(argv: list[str] | None = None) -> int:
         "(spawned)"
     )
     root = tempfile.mkdtemp(prefix="salt-ws-bench-", dir="/tmp")
-    env = Env(root)
+    env = Env(root, {"history_size": args.history_size})
     rc = 0
     try:
         t0 = time.time()
