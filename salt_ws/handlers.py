@@ -693,6 +693,26 @@ class _Stream:
         self.client.authenticated(token, user, audience.key if audience is not None else ADMIN)
         return True
 
+    async def _admit_token(self, token: str, refuse: Callable[[int, str], None]) -> bool:
+        """Admit a token given before the stream starts: the connection count (before any
+        eauth), the token, then the per-token and per-user limits. On a refusal, answer
+        with ``refuse(status, message)`` and return False."""
+        services, cfg = self.services, self.services.config
+        if services.authenticated() >= cfg.max_connections:  # before any eauth
+            services.refuse("max_connections")
+            refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
+            return False
+        if not await self._authenticate(token):
+            services.token_throttle.failed(self._key, time.time())
+            refuse(401, "invalid or expired token")
+            return False
+        over = self._over_a_limit()
+        if over is not None:
+            services.refuse(over[0])
+            refuse(503 if over[0] == "max_connections" else 429, over[1])
+            return False
+        return True
+
     def _over_a_limit(self) -> tuple[str, str] | None:
         others = [h.client for h in self.services.sockets]
         return over_a_limit(self.client, others, self.services.config)
@@ -924,20 +944,8 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
                     f"(max_unauthenticated_per_address: {cfg.max_unauthenticated_per_address})",
                 )
                 return
-        else:
-            if services.authenticated() >= cfg.max_connections:  # before any eauth
-                services.refuse("max_connections")
-                self._refuse(503, f"too many connections (max_connections: {cfg.max_connections})")
-                return
-            if not await self._authenticate(token):
-                services.token_throttle.failed(self._key, time.time())
-                self._refuse(401, "invalid or expired token")
-                return
-            over = self._over_a_limit()
-            if over is not None:
-                services.refuse(over[0])
-                self._refuse(503 if over[0] == "max_connections" else 429, over[1])
-                return
+        elif not await self._admit_token(token, self._refuse):
+            return
         # nothing is awaited between these checks and open()
         await super().get(token, *args, **kwargs)
 
@@ -1132,21 +1140,10 @@ class EventsSSEHandler(_Stream, BaseHandler):
         if not token:
             self.fail(401, "send X-Auth-Token or the session_id cookie")
             return
-        if services.authenticated() >= cfg.max_connections:
-            services.refuse("max_connections")
-            self.fail(503, f"too many connections (max_connections: {cfg.max_connections})")
-            return
-        if not await self._authenticate(token):
-            services.token_throttle.failed(self._key, time.time())
-            self.fail(401, "invalid or expired token")
+        if not await self._admit_token(token, self.fail):
             return
         if self.client.state is State.CLOSED or self.request.connection.stream.closed():
             return  # the client left while its token was being checked: it holds nothing
-        over = self._over_a_limit()
-        if over is not None:
-            services.refuse(over[0])
-            self.fail(503 if over[0] == "max_connections" else 429, over[1])
-            return
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         self._done = asyncio.Event()
