@@ -214,6 +214,10 @@ class Hub:
         self.stats = HubStats()
         self._ids = itertools.count(1)
         self._subs: dict[Channel, dict[int, Subscription]] = {c: {} for c in Channel}
+        # the same subscriptions by key: a publish to one key visits only its clients
+        self._by_key: dict[Channel, dict[Hashable, dict[int, Subscription]]] = {
+            c: {} for c in Channel
+        }
 
     def subscribe(
         self,
@@ -244,6 +248,7 @@ class Hub:
             key=audience if key is None else key,
         )
         self._subs[channel][sub.id] = sub
+        self._by_key[channel].setdefault(sub.key, {})[sub.id] = sub
         if initial:
             sizes = [size_of(message) for message in initial]
             outbox.push_initial(initial, sizes)
@@ -254,7 +259,19 @@ class Hub:
 
     def regroup(self, sub: Subscription, key: Hashable) -> None:
         """Move a client to another key (its filters changed); its queue stays as it is."""
+        if not sub.active:
+            return
+        self._unkey(sub)
         sub.key = key
+        self._by_key[sub.channel].setdefault(key, {})[sub.id] = sub
+
+    def _unkey(self, sub: Subscription) -> None:
+        keyed = self._by_key[sub.channel]
+        group = keyed.get(sub.key)
+        if group is not None:
+            group.pop(sub.id, None)
+            if not group:
+                del keyed[sub.key]
 
     def push(self, sub: Subscription, messages: Sequence[str]) -> None:
         """Queue ``messages`` for one client (e.g. an answer to its request), or cut it."""
@@ -266,7 +283,8 @@ class Hub:
         """Remove a client (idempotent) and free its queue."""
         sub.active = False
         sub.outbox.clear()
-        self._subs[sub.channel].pop(sub.id, None)
+        if self._subs[sub.channel].pop(sub.id, None) is not None:
+            self._unkey(sub)
 
     def publish(
         self,
@@ -285,8 +303,12 @@ class Hub:
         self.stats.messages_published += len(messages)
         sizes: list[int] | None = None
         nbytes = 0
-        for sub in list(self._subs[channel].values()):
-            if (audience is None or sub.audience == audience) and (key is None or sub.key == key):
+        if key is not None:
+            subs = list(self._by_key[channel].get(key, {}).values())
+        else:
+            subs = list(self._subs[channel].values())
+        for sub in subs:
+            if audience is None or sub.audience == audience:
                 if sizes is None:  # measured once per publish, for every client
                     sizes = [size_of(message) for message in messages]
                     nbytes = sum(sizes)
@@ -298,7 +320,7 @@ class Hub:
 
     def keys(self, channel: Channel) -> set[Hashable]:
         """The keys with at least one subscriber on ``channel``."""
-        return {sub.key for sub in self._subs[channel].values()}
+        return set(self._by_key[channel])
 
     def subscribers(self, channel: Channel) -> Iterable[Subscription]:
         """The current subscribers of ``channel``."""

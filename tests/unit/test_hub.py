@@ -427,3 +427,19 @@ def test_each_message_is_measured_once_per_publish_not_once_per_client(monkeypat
     hub.publish(Channel.ALL_EVENTS, ["e1", "e2"])
     assert measured == ["e1", "e2"]
     assert all(sub.outbox.bytes == 4 for sub in subs)
+
+
+def test_keys_follow_unsubscribe_and_regroup():
+    hub = Hub(queue_limit=10)
+    a = hub.subscribe(Channel.ALL_EVENTS, lambda: None, lambda c, r: None, key="k1")
+    b = hub.subscribe(Channel.ALL_EVENTS, lambda: None, lambda c, r: None, key="k1")
+    hub.regroup(b, "k2")
+    assert hub.keys(Channel.ALL_EVENTS) == {"k1", "k2"}
+    hub.unsubscribe(a)
+    assert hub.keys(Channel.ALL_EVENTS) == {"k2"}
+    hub.unsubscribe(b)
+    hub.unsubscribe(b)  # idempotent
+    hub.regroup(b, "k3")  # a closed client joins nothing
+    assert hub.keys(Channel.ALL_EVENTS) == set()
+    hub.publish(Channel.ALL_EVENTS, ["m"], key="k3")
+    assert len(b.outbox) == 0
