@@ -210,12 +210,15 @@ class Conn:
         self.t_ready = self.t_first_byte = self.t_first = None
         self.watch: str | None = None  # a jid: note when it is added and completed
         self.job_added = self.job_complete = None
+        self.grains_rows = 0
         self.close_code: int | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     def on_message(self, payload: bytes, now: float) -> None:
         self.times.append(now)
         self.sizes.append(len(payload))
+        if self.delta:  # rows with grains (added with them, or replaced once they are read)
+            self.grains_rows += payload.count(b'"grains":{"')
         if self.t_first is None:
             self.t_first = now
             if self.delta:
@@ -354,6 +357,10 @@ def client_process(port: int, commands: Any, replies: Any) -> None:
                     out[name]["last_message_t"] = conn.times[-1] if conn.times else None
                     out[name]["close_code"] = conn.close_code
                 replies.put(("bytes", out))
+            elif cmd == "count":
+                replies.put(("count", len(conns[args[0]].times)))
+            elif cmd == "grains_rows":
+                replies.put(("grains_rows", conns[args[0]].grains_rows))
             elif cmd == "check":
                 delta, compat = args
                 replies.put(("check", check(conns[delta], conns[compat])))
@@ -530,8 +537,11 @@ def run_mode(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
             ok = s.get("events_received", 0) >= base + n + 2 and s.get("minions") == n
             return s if ok and not s["grains"]["wanted"] else None
 
-        status = wait_for(arrived, 900, "the fleet in the view, grains read")
-        time.sleep(2.0)  # the grains loader's last batch, the last coalesced tables
+        status = wait_for(arrived, 900, "the fleet in the view")
+        # ws.status' grains.wanted is 0 once the loader took the ids, not once it read
+        # them: the delta client counts the rows that came with grains
+        wait_for(lambda: clients.call("grains_rows", "delta") >= n, 900, "every minion's grains")
+        time.sleep(1.0)  # the compat client's last coalesced tables
         t_fleet_end = time.time()
         got = clients.call("bytes", t_fleet, t_fleet_end)
         cpu1 = sampler.cpu()
@@ -547,13 +557,22 @@ def run_mode(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         }
         out["rss_mb"]["fleet"] = sampler.rss()
 
-        # -- a new delta client: cold, then warm ------------------------------------------
-        out["snapshot_cold"] = snapshot_times(clients, "snap1", delta_path)
-        out["snapshot_warm"] = snapshot_times(clients, "snap2", delta_path)
-
-        # -- the fleet-wide job ------------------------------------------------------------
         import salt.utils.jid  # pylint: disable=import-outside-toplevel
 
+        # -- a new delta client: cold, then warm; then cold again after a small change ----
+        out["snapshot_cold"] = snapshot_times(clients, "snap1", delta_path)
+        out["snapshot_warm"] = snapshot_times(clients, "snap2", delta_path)
+        again = []
+        for k in range(args.repeats):
+            seen = clients.call("count", "delta")
+            tiny = salt.utils.jid.gen_jid(opts)  # a one-minion job: one patch, the cache stale
+            data = {"fun": "test.ping", "jid": tiny, "minions": mids[:1], "tgt": mids[0]}
+            fire_one(master, f"salt/job/{tiny}/new", {**data, "tgt_type": "glob", "arg": []})
+            wait_for(lambda s=seen: clients.call("count", "delta") > s, 30, "the patch", 0.05)
+            again.append(snapshot_times(clients, f"snap-again{k}", delta_path))
+        out["snapshot_cold_again"] = again
+
+        # -- the fleet-wide job ------------------------------------------------------------
         jid = salt.utils.jid.gen_jid(opts)
         clients.call("watch", jid)
         new = {
@@ -634,12 +653,12 @@ def print_mode(r: dict[str, Any]) -> None:
         f"compat {f.get('compat_bytes_per_event')} ({f.get('compat_messages')} compat messages, "
         f"close {f.get('compat_close_code')})"
     )
-    for key in ("snapshot_cold", "snapshot_warm", "snapshot_cold_with_job"):
-        s = r.get(key, {})
-        print(
-            f"  {key}: first byte {s.get('first_byte_ms')} ms, whole {s.get('whole_ms')} ms, "
-            f"{s.get('mb')} MB"
-        )
+    for key in ("snapshot_cold", "snapshot_warm", "snapshot_cold_again", "snapshot_cold_with_job"):
+        for s in r.get(key) if isinstance(r.get(key), list) else [r.get(key, {})]:
+            print(
+                f"  {key}: first byte {s.get('first_byte_ms')} ms, whole {s.get('whole_ms')} ms, "
+                f"{s.get('mb')} MB"
+            )
     rets = j.get("returns", {})
     print(
         f"  job: {rets.get('fired')} returns at {_f(rets.get('rate'), 0)}/s; complete after "
@@ -683,6 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,50000")
     parser.add_argument("--modes", default="all,view_grains")
     parser.add_argument("--firers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="cold snapshots after a change")
     parser.add_argument("--quick", action="store_true", help="1,000 minions (smoke check)")
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the masters' root dirs")
