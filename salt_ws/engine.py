@@ -350,6 +350,7 @@ class Engine:
                 continue
             perms.resolve(resolved)
             self.view.forget_audience(key)
+            self.stream.forget_audience(key)  # replays judge past events anew
             resync = self.deltas.resync(perms)
             if resync is not None:
                 self.hub.publish(Channel.FORMATTED_EVENTS, [resync], key=delta_key(key))
@@ -622,6 +623,7 @@ class Engine:
             ),
             "limits": self.services.stats() if self.services is not None else {},
             "stream": self.stream.status(),  # ids, history, replays and gaps
+            "stream_filters": self.stream.filter_stats(),  # compiled tag filter sets
             "metrics": self.metrics.status(),  # the registry /metrics serves (salt_ws_* names)
         }
 

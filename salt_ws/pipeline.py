@@ -29,6 +29,7 @@ import collections
 import dataclasses
 import enum
 import fnmatch
+import json
 import re
 import secrets
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ from salt_ws.acl import ADMIN, JobEvent, JobFunctions, Permissions
 
 __all__ = [
     "GAP_TAG",
+    "MAX_FILTERED_TAG",
     "SUBSCRIBED_TAG",
     "TICK_TAG",
     "Batch",
@@ -59,6 +61,10 @@ MAX_EPOCH = 64  # characters of an epoch in a cursor
 MAX_SEQ_DIGITS = 19  # a seq fits 63 bits
 MAX_FILTER_SETS = 1024  # compiled tag filter sets kept
 MAX_FILTER_CACHE_CHARS = 1 << 20  # ... and their characters in all (~40 bytes each compiled)
+# beyond both, only the sets of no live group are dropped: a set in use is never compiled again
+# A tag longer than this matches no filter (unfiltered clients still get it): matching costs the
+# tag's length times the filters' characters (64 filters "*aaa...a<nn>" took 4 s per 1 MB tag).
+MAX_FILTERED_TAG = 1024
 _EPOCH_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_EPOCH}}}\Z")
 
 
@@ -165,8 +171,33 @@ class TagFilter:
         self._match = re.compile(pattern).match if self.tags else None
 
     def matches(self, tag: str) -> bool:
-        """Does ``tag`` match one of the globs (always, for an empty set)?"""
-        return self._match is None or self._match(tag) is not None
+        """Does ``tag`` match one of the globs (always, for an empty set)? A tag longer
+        than :data:`MAX_FILTERED_TAG` matches none."""
+        if self._match is None:
+            return True
+        return len(tag) <= MAX_FILTERED_TAG and self._match(tag) is not None
+
+
+# What an entry keeps of a bus event's payload (its objects can weigh 20 times its JSON:
+# a 1 MiB event of empty lists is 3 MB of JSON and 64 MB of lists): only what limited
+# audiences' ACL checks look at. _SHOWN: a dict whose job event is shown whole or not at
+# all (a return or progress); _FROM_PLAIN: a new, decoded from the plain encoding when an
+# audience's cut-down copy is made; None: no limited audience sees it.
+_SHOWN: dict[str, Any] = {}
+_FROM_PLAIN: Any = object()
+
+
+def _kept_payload(data: Any, job: JobEvent | None) -> Any:
+    if job is None or job.admin_only or not isinstance(data, dict):
+        return None
+    return _FROM_PLAIN if job.kind == "new" else _SHOWN
+
+
+class _Every:
+    """Holds every id: a new's minion lists are kept as they are (strings only)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
 class Entry:
@@ -179,13 +210,13 @@ class Entry:
     ) -> None:
         self.seq = seq
         self.tag = tag
-        self.data = data  # the payload; the notice's payload for engine notices
+        self.data = data  # what the ACL needs of the payload (see _kept_payload); notices': theirs
         self.job = job
         self.plain = plain  # saltnado's encoding, as the administrator sees it
         self.notice = notice  # made by the engine: reaches everyone, passes every filter
         self.size = wire.text_size(plain)  # bytes of every encoding held
         self.kept = False  # in the history (its size counts there)
-        self.cut_done = False  # a new's minion list was cut to accepted ids
+        self.cut_done = False  # (kept for compatibility: a new's lists are cut in feed())
         # (audience, format) -> the encoding ("": the audience may not see it)
         self._enc: dict[tuple[str, Format], str] = {}
 
@@ -252,6 +283,8 @@ class Pipeline:
         self._filters: collections.OrderedDict[frozenset[str], TagFilter] = (
             collections.OrderedDict()
         )
+        self._live: frozenset[frozenset[str]] = frozenset()  # sets of the last fan-out's groups
+        self.filter_compiles = 0
         self._link_down_since: float | None = None
         self.bus_reconnects = 0
 
@@ -293,9 +326,14 @@ class Pipeline:
                 continue
             tag, data = item
             job = learn(tag, data, now)
+            if job is not None and job.kind == "new" and not job.admin_only:
+                # its minion lists, cut to the accepted ids, once (the payload is not kept)
+                within = self._accepted() if not self._syndics and self._accepted else _Every()
+                job = job.targets_within(data, within)
             batch.events.append((tag, data))
             plain = wire.encode_event(tag, data, self.master_id)
-            batch.entries.append(self._add(tag, data, job, plain, notice=False))
+            kept = _kept_payload(data, job)
+            batch.entries.append(self._add(tag, kept, job, plain, notice=False))
         return batch
 
     def _add(self, tag: str, data: Any, job: JobEvent | None, plain: str, notice: bool) -> Entry:
@@ -323,16 +361,20 @@ class Pipeline:
 
     def tag_filter(self, tags: frozenset[str]) -> TagFilter:
         """The compiled filter of ``tags`` (shared by every group that has that set)."""
-        found = self._filters.get(tags)
+        filters = self._filters
+        found = filters.get(tags)
         if found is None:
-            found = self._filters[tags] = TagFilter(tags)
+            found = filters[tags] = TagFilter(tags)
+            self.filter_compiles += 1
             self._filter_chars += found.chars
-            while len(self._filters) > 1 and (
-                len(self._filters) > MAX_FILTER_SETS or self._filter_chars > MAX_FILTER_CACHE_CHARS
-            ):
-                self._filter_chars -= self._filters.popitem(last=False)[1].chars
+            live = self._live
+            for old in list(filters):  # the least recently used first, never a live one
+                if len(filters) <= MAX_FILTER_SETS and self._filter_chars <= MAX_FILTER_CACHE_CHARS:
+                    break
+                if old != tags and old not in live:
+                    self._filter_chars -= filters.pop(old).chars
         else:
-            self._filters.move_to_end(tags)
+            filters.move_to_end(tags)
         return found
 
     def fan_out(self, entries: Sequence[Entry], groups: Iterable[Group]) -> dict[Group, list[str]]:
@@ -343,6 +385,10 @@ class Pipeline:
         """
         out: dict[Group, list[str]] = {}
         masks: dict[frozenset[str], list[bool]] = {}
+        groups = list(groups)
+        # the sets live clients hold stay compiled, whatever their number (each client's
+        # are bounded: salt_ws.session.MAX_FILTER_CHARS)
+        self._live = frozenset(group.tags for group in groups if group.tags)
         for group in groups:
             mask = None
             if group.tags:
@@ -402,15 +448,13 @@ class Pipeline:
         perms = self.audiences.get(audience)
         text = ""
         if perms is not None:
-            job = entry.job
-            if job is not None and job.kind == "new" and not entry.cut_done:
-                entry.cut_done = True
-                if not self._syndics and self._accepted is not None:
-                    job = entry.job = job.targets_within(entry.data, self._accepted())
-            shown = perms.filter_event(entry.data, job)
+            data = entry.data
+            if data is _FROM_PLAIN:
+                data = json.loads(entry.plain)["data"]
+            shown = perms.filter_event(data, entry.job)
             if shown is None:  # (a payload of None is dropped, not "unchanged")
                 text = ""
-            elif shown is entry.data:
+            elif shown is data:
                 text = entry.plain
             else:
                 text = wire.encode_event(entry.tag, shown, self.master_id)
@@ -418,6 +462,17 @@ class Pipeline:
         if text and text is not entry.plain:
             self._account(entry, wire.text_size(text))
         return text
+
+    def forget_audience(self, key: str) -> None:
+        """Drop the encodings made for audience ``key`` (its targets were re-resolved):
+        a replay judges what it may see of past events by its permissions now."""
+        for entry in self.history:
+            for fmt in Format:
+                text = entry._enc.pop((key, fmt), None)
+                if text and text is not entry.plain:
+                    nbytes = wire.text_size(text)
+                    entry.size -= nbytes
+                    self.history_bytes -= nbytes
 
     def _account(self, entry: Entry, nbytes: int) -> None:
         entry.size += nbytes
@@ -553,6 +608,17 @@ class Pipeline:
             "replayed": self.stats.replayed,
             "gaps": self.stats.gaps,
             "filter_sets": len(self._filters),
+        }
+
+    def filter_stats(self) -> dict[str, int]:
+        """For ``salt-run ws.status`` (key ``stream_filters``): the compiled tag filter sets
+        (``sets``, their ``chars``), how many the last fan-out's groups hold (``live``: never
+        dropped) and how many were ever compiled (``compiles``)."""
+        return {
+            "sets": len(self._filters),
+            "chars": self._filter_chars,
+            "live": len(self._live),
+            "compiles": self.filter_compiles,
         }
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import enum
 import itertools
 import json
+import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from salt_ws.acl import ADMIN
@@ -53,6 +54,9 @@ MAX_FILTER_CHARS = 4096  # characters of one client's filters, in all
 FILTER_CHANGES = 20  # subscribe / unsubscribe messages per FILTER_WINDOW
 FILTER_WINDOW = 60.0  # seconds
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+# C0, DEL and C1: a client's filters are printed by salt-run ws.clients (escape sequences
+# would reach the administrator's terminal); no tag Salt makes holds one
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class RequestError(ValueError):
@@ -91,6 +95,8 @@ def check_tags(tags: Iterable[Any], max_filters: int, max_length: int) -> list[s
             raise RequestError("a tag filter is a non-empty string")
         if len(tag) > max_length:
             raise RequestError(f"a tag filter has at most {max_length} characters")
+        if _CONTROL.search(tag):
+            raise RequestError("a tag filter may not hold control characters")
         if tag not in found:
             if len(found) >= max_filters:
                 raise RequestError(f"at most {max_filters} tag filters (max_filters)")
