@@ -394,7 +394,7 @@ class _Job:
         self.last_stamp: str | None = start_time  # of the latest event, for end_time
         self.settle_at = now  # complete no sooner (a published job: after syndic_wait)
         self.pending: set[str] = set()  # targeted minions that have not returned
-        self.minions: dict[str, dict[str, Any]] = {}
+        self.minions: dict[str, dict[str, Any]] = {}  # mid -> {"success": ...} of its entry
         # same keys, same order as minions: each entry encoded, and its size in bytes
         self.minion_fragments: dict[str, tuple[str, int]] = {}
         self.entry_bytes = 0  # sum of the fragments' sizes
@@ -455,7 +455,9 @@ class _Job:
             self.entry_bytes -= old[1]
             self.ok -= self.minions[mid].get("success") is True
         size = _nbytes(fragment)
-        self.minions[mid] = entry
+        # only what the job's success needs: the entry is in its fragment (a return's
+        # objects can weigh 20 times its JSON, which is what max_jobs_bytes counts)
+        self.minions[mid] = {"success": entry.get("success")}
         self.minion_fragments[mid] = (fragment, size)
         self.entry_bytes += size
         self.ok += entry.get("success") is True

@@ -25,6 +25,7 @@ from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.pipeline import MAX_FILTERED_TAG, Cursor, Format, Group, Pipeline, TagFilter
 from salt_ws.session import RequestError, check_tags
+from salt_ws.view import FormattedView
 
 NOW = 1_700_000_000.0
 ACCEPTED = frozenset({"web-1", "web-2", "db-1"})
@@ -217,3 +218,30 @@ def test_a_replay_after_an_acl_refresh_shows_only_what_the_user_may_see_now(engi
     seen = [json.loads(m)["data"]["id"] for m in engine.stream.replay(since, group)]
     assert seen == ["web-1"]
     assert engine.stream.history_bytes == sum(e.size for e in engine.stream.history)
+
+
+# -- a minion: its returns' objects in the formatted view ----------------------------------------
+
+
+def test_the_formatted_view_holds_no_more_memory_than_its_jobs_bytes_say():
+    """The jobs table counts each return's encoding against ``max_jobs_bytes`` and kept the
+    return's objects as well: 60 returns of empty lists from one accepted minion held 1.2 GB
+    for 54 MB of table."""
+    view = FormattedView(accepted=["web-1"])
+    now = time.time()
+    view.apply("salt/minion/web-1/start", {"id": "web-1"}, now)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for n in range(10):
+            data = _hostile("ret", n)[1]
+            data["jid"] = jid(n, now)
+            view.apply(f"salt/job/{data['jid']}/ret/web-1", data, now)
+            del data
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert view.job_count == 10
+    assert held <= 2 * view.jobs_bytes, f"{held} bytes held for {view.jobs_bytes} of table"
