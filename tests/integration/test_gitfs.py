@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -63,7 +64,10 @@ def salt_only_venv(short_root):
 def bare_repo(short_root):
     """A bare git repo holding the working tree's tracked files, as a user's remote would."""
     files = _run("git", "ls-files", "-z", cwd=REPO_ROOT).stdout.split("\0")
-    work = os.path.join(short_root, "gitfs-src")
+    # a directory of its own: test_dashboard imports this fixture too (module scope, so it
+    # runs once per module in the same session root)
+    mine = tempfile.mkdtemp(prefix="gitfs-", dir=short_root)
+    work = os.path.join(mine, "src")
     for name in filter(None, files):
         src = os.path.join(REPO_ROOT, name)
         if not os.path.isfile(src):
@@ -75,7 +79,7 @@ def bare_repo(short_root):
     _run(*git, "init", "-q", "-b", "main", work)
     _run(*git, "add", "-A", cwd=work)
     _run(*git, "commit", "-q", "-m", "salt_ws", cwd=work)
-    bare = os.path.join(short_root, "salt_ws.git")
+    bare = os.path.join(mine, "salt_ws.git")
     _run("git", "clone", "-q", "--bare", work, bare)
     return bare
 
