@@ -488,7 +488,7 @@ class Pipeline:
         Only a seq of this epoch that this stream has not reached yet is refused.
         """
         if since.epoch == self.epoch and since.seq > self.seq:
-            return f"id {since} is ahead of this stream (latest {self.latest})"
+            return f"id {since} is ahead of this stream"  # (not the latest id: no token yet)
         return None
 
     def replay(self, since: Cursor, group: Group) -> list[str]:
