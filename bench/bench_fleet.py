@@ -94,6 +94,9 @@ COMPLETE_TARGET_S = 1.0
 RETURN_BYTES_TARGET = 1024
 SNAPSHOT_TARGET_MS = 500.0  # cold delta snapshot at 50,000 minions
 ENGINE_OPTIONS: dict[str, Any] = {"client_queue_bytes": 4 << 30}
+# Salt trims an event over max_event_size (default 1 MiB): a new or presence event naming
+# 50,000 ids of ~27 characters is ~1.5 MB, and its list becomes "VALUE_TRIMMED"
+MAX_EVENT_SIZE = 8 << 20
 FAKE_PUB = (
     "-----BEGIN PUBLIC KEY-----\n"
     + "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAbenchbenchbenchbenchbe\n" * 6
@@ -150,14 +153,15 @@ def firer(k: int, nsrc: int, conf: dict[str, Any], results: Any) -> None:
         try:
             for i in range(k, n, nsrc):
                 data, tag = event(i)
+                t = time.time()
                 try:
                     await bus.fire_event_async(data, tag)
                 except Exception:  # pylint: disable=broad-except
                     report["failed"] += 1
                     continue
                 report["fired"] += 1
-                report.setdefault("first_t", time.time())
-                report["last_t"] = time.time()
+                report.setdefault("first_t", t)
+                report["last_t"] = t  # when the last one was fired (its push began)
         finally:
             bus.destroy()
 
@@ -233,8 +237,12 @@ class Conn:
         if jid is None or (self.job_added and self.job_complete):
             return
         if self.delta:
-            if self.job_added is None and b'"path":"/jobs/' + jid.encode() + b'"' in payload:
-                self.job_added = now
+            whole = b'"path":"/jobs/' + jid.encode() + b'"'
+            if whole in payload:  # the job added (or replaced) whole: its state is in it
+                self.job_added = self.job_added or now
+                for op in json.loads(payload)["patch"]:
+                    if op["path"] == f"/jobs/{jid}" and op["value"]["state"] == "complete":
+                        self.job_complete = now
             state = b'"path":"/jobs/' + jid.encode() + b'/state","value":"complete"'
             if state in payload:
                 self.job_complete = now
@@ -403,8 +411,17 @@ class Clients:
 
 
 def write_fleet(master: DevMaster, n: int) -> dict[str, Any]:
-    """Accepted key files and cached grains for ``n`` simulated minions (before start)."""
+    """Accepted key files and cached grains for ``n`` simulated minions (before start).
+
+    Each minion's ``ipv4`` also lists this host's address: with one connection open to
+    the master's publish port from 127.0.0.1 (:class:`Connected`), Salt's
+    ``CkMinions.connected_ids`` (the master's presence check, and the engine's re-seed
+    after a bus gap) then counts every simulated minion as connected.
+    """
     import salt.cache  # pylint: disable=import-outside-toplevel
+    import salt.utils.network  # pylint: disable=import-outside-toplevel
+
+    host = salt.utils.network.ip_addrs(include_loopback=False)[:1]
 
     master.write_config()
     opts = master.master_opts_loaded()
@@ -416,8 +433,25 @@ def write_fleet(master: DevMaster, n: int) -> dict[str, Any]:
         mid = minion_id(i)
         with open(os.path.join(keys, mid), "w") as fh:
             fh.write(FAKE_PUB)
-        cache.store("grains", mid, make_grains(i))
+        grains = make_grains(i)
+        grains["ipv4"] = [*grains["ipv4"], *host]
+        cache.store("grains", mid, grains)
     return {"seconds": round(time.perf_counter() - t0, 1), "pki_dir": opts["pki_dir"]}
+
+
+class Connected:
+    """One ZeroMQ subscriber on the master's publish port: "the fleet is connected"."""
+
+    def __init__(self, port: int) -> None:
+        import zmq  # pylint: disable=import-outside-toplevel
+
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.SUB)
+        self.socket.connect(f"tcp://127.0.0.1:{port}")
+
+    def close(self) -> None:
+        self.socket.close(0)
+        self.context.term()
 
 
 class Sampler:
@@ -501,14 +535,18 @@ def run_mode(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     presence_file = os.path.join(opts["cachedir"], "presence-data") if opts else None
     if presence_file and os.path.exists(presence_file):
         os.remove(presence_file)  # the master's own presence check writes it anew
-    clients = None
-    sampler = None
+    clients = connected = sampler = None
+    try:
+        log_at = os.path.getsize(master.master_opts["log_file"])
+    except OSError:
+        log_at = 0
     try:
         t0 = time.perf_counter()
         master.start(minions=0, timeout=600)
         opts = master.master_opts_loaded()
         presence_file = os.path.join(opts["cachedir"], "presence-data")
         wait_for(lambda: os.path.exists(presence_file), 300, "the master's presence check")
+        connected = Connected(master.publish_port)  # from now on, connected_ids() is everyone
         status = wait_for(
             lambda: (s := engine_status(master)).get("running") and s, 300, "ws.status"
         )
@@ -626,15 +664,19 @@ def run_mode(n: int, mode: str, args: argparse.Namespace) -> dict[str, Any]:
         out["rss_mb"]["peak"] = sampler.peak
         with contextlib.suppress(OSError):
             with open(master.master_opts["log_file"], errors="replace") as fh:
-                text = fh.read()
+                fh.seek(log_at)
+                text = fh.read()  # this run's lines
             out["log"] = {
                 "slow_subscriber": text.count("Publisher discarding slow subscriber"),
                 "too_slow": text.count("client too slow"),
                 "tracebacks": text.count("Traceback"),
+                "bus_lost": text.count("lost the master event bus connection"),
             }
     finally:
         if sampler is not None:
             sampler.stop()
+        if connected is not None:
+            connected.close()
         if clients is not None:
             clients.quit()
         master.stop()
@@ -702,6 +744,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,50000")
     parser.add_argument("--modes", default="all,view_grains")
     parser.add_argument("--firers", type=int, default=2)
+    parser.add_argument(
+        "--max-event-size",
+        type=int,
+        default=MAX_EVENT_SIZE,
+        help="the master's max_event_size (0: Salt's default, 1 MiB, which trims a new or "
+        "presence event naming ~35,000 minions of this bench's ids to VALUE_TRIMMED)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="cold snapshots after a change")
     parser.add_argument("--quick", action="store_true", help="1,000 minions (smoke check)")
     parser.add_argument("--json", help="write the results as JSON to this file")
@@ -728,7 +777,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             root = tempfile.mkdtemp(prefix=f"sws-fleet-{n}-", dir="/tmp")
             roots.append(root)
-            master = DevMaster(root, engine={}, extra={"loop_interval": 3600, "auto_accept": False})
+            extra = {"loop_interval": 3600, "auto_accept": False}
+            if args.max_event_size:
+                extra["max_event_size"] = args.max_event_size
+            master = DevMaster(root, engine={}, extra=extra)
             args.masters[n] = master
             written = write_fleet(master, n)
             print(f"\n{n:,} minions: keys and grains written in {written['seconds']} s")
