@@ -30,6 +30,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -1883,6 +1884,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stalled-drain", type=float, default=30.0)
     parser.add_argument("--per-client", action="store_true", help="print one line per client")
     parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="metrics: True on the engine, and GET /metrics scraped every second (issue 12: "
+        "compare a run with and without)",
+    )
+    parser.add_argument(
         "--history-size",
         type=int,
         default=BENCH_ENGINE_OPTIONS["history_size"],
@@ -1940,11 +1947,25 @@ def main(argv: list[str] | None = None) -> int:
         "(spawned)"
     )
     root = tempfile.mkdtemp(prefix="salt-ws-bench-", dir="/tmp")
-    env = Env(root, {"history_size": args.history_size})
+    env = Env(root, {"history_size": args.history_size, "metrics": args.metrics})
     rc = 0
+    scraping = threading.Event()
+    scrapes: list[int] = []
     try:
         t0 = time.time()
         env.start(api=bool({TORNADO, CHERRYPY} & set(targets)))
+        if args.metrics:
+
+            def scrape() -> None:
+                url = f"http://127.0.0.1:{env.master.ws_port}/metrics"
+                while not scraping.wait(1.0):
+                    try:
+                        with urllib.request.urlopen(url, timeout=5) as answer:
+                            scrapes.append(len(answer.read()))
+                    except OSError as exc:
+                        print(f"metrics scrape failed: {exc}", flush=True)
+
+            threading.Thread(target=scrape, daemon=True).start()
         print(
             f"{'master + salt-api' if len(env.master.procs) > 1 else 'master'} up in "
             f"{time.time() - t0:.1f}s (root {root}); ports: "
@@ -1977,6 +1998,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; stopping the daemons")
         rc = 130
     finally:
+        scraping.set()
+        if args.metrics:
+            print(f"/metrics scraped {len(scrapes)} times, last {scrapes[-1:]} bytes")
+            report["metrics_scrapes"] = len(scrapes)
         env.close()
         env.master.stop()
         if args.keep:
