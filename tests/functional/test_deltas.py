@@ -24,9 +24,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonpatch
+import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from salt_ws.acl import Permissions
 from salt_ws.config import parse
 from salt_ws.engine import Engine
 from salt_ws.handlers import CLIENT_READY, Services
@@ -207,3 +209,107 @@ async def test_view_interval_zero_sends_every_change():
         assert states == [0, 1, 2, 3, 4, 5]
         assert engine.coalescer.stats()["coalesced"] == 0
         compat.close()
+
+
+# -- ACL targets re-resolved (Engine._refresh_audiences, every acl_refresh_interval) ----------
+
+WEB = "G@role:web"
+LIMITED_ACL = [{WEB: ["test.*"]}]
+
+
+class TargetsFleet:
+    """The engine's Fleet as far as these tests need it: target resolution, no grains."""
+
+    def __init__(self, web: set[str]) -> None:
+        self.web = web
+
+    def resolve(self, targets: Any) -> dict[str, set[str]]:
+        return {t: set(self.web) if t == WEB else set() for t in targets}
+
+    def load_grains(self, mids: Any) -> dict[str, None]:
+        return dict.fromkeys(mids)
+
+
+@contextlib.asynccontextmanager
+async def limited_site(web: set[str]) -> AsyncIterator[tuple[Engine, Site, TargetsFleet]]:
+    async with engine_site(0.2) as (engine, site):
+        fleet = TargetsFleet(web)
+        engine.fleet = fleet  # type: ignore[assignment]
+        perms = Permissions(LIMITED_ACL, resolved=fleet.resolve([WEB]))
+        engine.audiences[perms.key] = perms
+
+        async def admit(session: dict[str, Any]) -> Permissions:
+            return perms
+
+        site.services.admit = admit
+        engine.consume([("salt/presence/change", {"new": MINIONS[:4], "lost": []})])
+        jid = jid_of(4)
+        engine.consume([new(jid, MINIONS[:4]), *(ret(jid, mid) for mid in MINIONS[:4])])
+        yield engine, site, fleet
+
+
+@pytest.mark.xfail(strict=True, reason="Engine._refresh_audiences sends compat clients nothing")
+async def test_a_re_resolved_audience_gets_its_compat_tables_again():
+    # Found: after a re-resolution that changes what a limited audience sees, its delta
+    # clients got a resync at once but its compat clients kept the tables of the old
+    # resolution until the next change of each table (jobs: the next job event), so the
+    # two modes disagreed, and compat clients showed minions the user may no longer see.
+    async with limited_site({"m-00", "m-01"}) as (engine, site, fleet):
+        compat, delta = await reader(site), await reader(site, delta=True)
+        await compat.count(2)
+        await delta.count(1)
+        assert set(compat.tables("minions")[-1][1]) == {"m-00", "m-01"}
+        fleet.web = {"m-01", "m-02"}  # a grain changed on two minions
+        await engine._refresh_audiences()
+        await delta.count(2)
+        doc, _ = patched(delta)
+        assert set(doc["minions"]) == {"m-01", "m-02"}
+        await asyncio.sleep(0.2 + SLACK)
+        now = {"minions": compat.tables("minions")[-1][1], "jobs": compat.tables("jobs")[-1][1]}
+        assert now == doc
+        compat.close()
+        delta.close()
+
+
+@pytest.mark.xfail(strict=True, reason="Engine._refresh_audiences resyncs unconditionally")
+async def test_an_unchanged_re_resolution_sends_nothing():
+    # Found: every acl_refresh_interval (30 s), each limited audience followed in delta
+    # mode got a resync (both tables whole, as a patch) even when its targets resolved
+    # to the same minions: the per-fleet cost delta mode exists to avoid.
+    async with limited_site({"m-00", "m-01"}) as (engine, site, _):
+        delta = await reader(site, delta=True)
+        await delta.count(1)
+        for _ in range(3):
+            await engine._refresh_audiences()
+        await asyncio.sleep(0.1)
+        assert len(delta.messages) == 1
+        assert engine.deltas.stats()["resyncs"] == 0
+        delta.close()
+
+
+# -- events Salt trimmed (max_event_size) ------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="salt_ws.events/view: a trimmed minions list is read as []")
+async def test_a_new_whose_minions_salt_trimmed_does_not_show_the_job_complete():
+    # Found by bench/bench_fleet.py at 50,000 minions: Salt replaces the largest values
+    # of any event over max_event_size (1 MiB by default) with "VALUE_TRIMMED", so the
+    # master's own salt/job/<jid>/new for a job on ~35,000 or more minions (ids of ~27
+    # characters) arrives with "minions": "VALUE_TRIMMED". It was parsed as a job
+    # targeting nobody: shown complete with success true at once, and every return then
+    # added to a job already complete (the compat client saw it complete 7-11 s before
+    # the last return was fired).
+    async with engine_site(0) as (engine, site):
+        delta = await reader(site, delta=True)
+        await delta.count(1)
+        jid = jid_of(5)
+        tag, data = new(jid, MINIONS)
+        engine.consume([(tag, {**data, "minions": "VALUE_TRIMMED"})])
+        engine.consume([ret(jid, MINIONS[0])])
+        await delta.count(3)
+        doc, _ = patched(delta)
+        job = doc["jobs"][jid]
+        assert job["minions"][MINIONS[0]]["return"] is True
+        assert job["state"] == "running"  # who else was targeted is not known
+        assert job["success"] is None
+        delta.close()
