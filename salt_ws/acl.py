@@ -638,9 +638,15 @@ class Permissions:
                     self._scoped.append((target, funs))
         self.resolve(resolved or {})
 
-    def resolve(self, resolved: Mapping[str, Iterable[str]]) -> None:
-        """Install fresh target resolutions (the fleet or its grains changed)."""
-        self._targets = {t: frozenset(resolved.get(t, ())) for t, _ in self._scoped}
+    def resolve(self, resolved: Mapping[str, Iterable[str]]) -> bool:
+        """Install fresh target resolutions (the fleet or its grains changed).
+
+        Returns True if they differ from those installed before.
+        """
+        targets = {t: frozenset(resolved.get(t, ())) for t, _ in self._scoped}
+        changed = targets != getattr(self, "_targets", None)
+        self._targets = targets
+        return changed
 
     def _in_target(self, target: str, mid: str) -> bool:
         if target == "*":

@@ -348,12 +348,15 @@ class Engine:
             except Exception:  # pylint: disable=broad-except
                 log.debug("salt_ws: ACL target refresh failed", exc_info=True)
                 continue
-            perms.resolve(resolved)
+            if not perms.resolve(resolved):
+                continue  # the same minions: nothing this audience sees changed
             self.view.forget_audience(key)
             self.stream.forget_audience(key)  # replays judge past events anew
             resync = self.deltas.resync(perms)
             if resync is not None:
                 self.hub.publish(Channel.FORMATTED_EVENTS, [resync], key=delta_key(key))
+            tables = [self.view.render_minions(perms), self.view.render_jobs(perms)]
+            self.hub.publish(Channel.FORMATTED_EVENTS, tables, key=key)  # its compat clients
 
     def snapshot(self, channel: Channel, audience: Permissions | None = None) -> list[str]:
         """What a client of ``channel`` gets right after its ready message."""

@@ -62,6 +62,9 @@ class JobNew:
     user: str | None
     stamp: str | None
     arg: list[Any] | None = None  # Salt's format: positional args, kwargs as {"__kwarg__": True}
+    # the minion list was not a list: Salt replaced it by "VALUE_TRIMMED" (an event over
+    # max_event_size, e.g. a job on ~35,000 minions): who was targeted is not known
+    trimmed: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +259,7 @@ def parse(tag: Any, data: Any) -> Event | Forwarded | None:
                 user=_str(data.get("user")),
                 stamp=stamp,
                 arg=_list(data.get("arg")),
+                trimmed=minions == "VALUE_TRIMMED",  # salt.utils.dicttrim's marker
             )
         if parts[3] == "ret" and len(parts) >= 5:
             mid = "/".join(parts[4:])

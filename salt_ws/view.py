@@ -352,6 +352,7 @@ class _Job:
         "minion_fragments",
         "minions",
         "ok",
+        "open_targets",
         "pending",
         "settle_at",
         "size",
@@ -393,6 +394,9 @@ class _Job:
         self.end_time: str | None = None
         self.last_stamp: str | None = start_time  # of the latest event, for end_time
         self.settle_at = now  # complete no sooner (a published job: after syndic_wait)
+        # its new did not say whom it targeted (Salt trimmed the list): it completes at
+        # job_timeout with whatever returned, never because nobody is pending
+        self.open_targets = False
         self.pending: set[str] = set()  # targeted minions that have not returned
         self.minions: dict[str, dict[str, Any]] = {}  # mid -> {"success": ...} of its entry
         # same keys, same order as minions: each entry encoded, and its size in bytes
@@ -1291,7 +1295,7 @@ class FormattedView:
 
     def _settle(self, job: _Job, now: float) -> bool:
         """Complete ``job`` if nobody is pending and syndics had time to report."""
-        if job.state is not JobState.RUNNING or job.pending:
+        if job.state is not JobState.RUNNING or job.pending or job.open_targets:
             return False
         if self.limits.syndic_wait > 0 and now < job.settle_at:
             return False
@@ -1436,6 +1440,8 @@ class FormattedView:
             job.start_time = self._clip(event.stamp) or job.start_time
             job.user = self._clip(event.user)
         job.expect(self._within_job(job, expected))
+        if event.trimmed:
+            job.open_targets = True
         self._touch_job(job)
         self._settle(job, now)  # targeted nobody: complete (after syndic_wait)
         return Update(jobs=True)

@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import jsonpatch
-import pytest
 import tornado.httpclient
 import tornado.websocket
 
@@ -248,7 +247,6 @@ async def limited_site(web: set[str]) -> AsyncIterator[tuple[Engine, Site, Targe
         yield engine, site, fleet
 
 
-@pytest.mark.xfail(strict=True, reason="Engine._refresh_audiences sends compat clients nothing")
 async def test_a_re_resolved_audience_gets_its_compat_tables_again():
     # Found: after a re-resolution that changes what a limited audience sees, its delta
     # clients got a resync at once but its compat clients kept the tables of the old
@@ -271,7 +269,6 @@ async def test_a_re_resolved_audience_gets_its_compat_tables_again():
         delta.close()
 
 
-@pytest.mark.xfail(strict=True, reason="Engine._refresh_audiences resyncs unconditionally")
 async def test_an_unchanged_re_resolution_sends_nothing():
     # Found: every acl_refresh_interval (30 s), each limited audience followed in delta
     # mode got a resync (both tables whole, as a patch) even when its targets resolved
@@ -290,7 +287,6 @@ async def test_an_unchanged_re_resolution_sends_nothing():
 # -- events Salt trimmed (max_event_size) ------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="salt_ws.events/view: a trimmed minions list is read as []")
 async def test_a_new_whose_minions_salt_trimmed_does_not_show_the_job_complete():
     # Found by bench/bench_fleet.py at 50,000 minions: Salt replaces the largest values
     # of any event over max_event_size (1 MiB by default) with "VALUE_TRIMMED", so the
