@@ -203,7 +203,7 @@ class _Every:
 class Entry:
     """One numbered event of the stream, with its encodings built so far."""
 
-    __slots__ = ("_enc", "cut_done", "data", "job", "kept", "notice", "plain", "seq", "size", "tag")
+    __slots__ = ("_enc", "data", "job", "kept", "notice", "plain", "seq", "size", "tag")
 
     def __init__(
         self, seq: int, tag: str, data: Any, job: JobEvent | None, plain: str, notice: bool
@@ -216,7 +216,6 @@ class Entry:
         self.notice = notice  # made by the engine: reaches everyone, passes every filter
         self.size = wire.text_size(plain)  # bytes of every encoding held
         self.kept = False  # in the history (its size counts there)
-        self.cut_done = False  # (kept for compatibility: a new's lists are cut in feed())
         # (audience, format) -> the encoding ("": the audience may not see it)
         self._enc: dict[tuple[str, Format], str] = {}
 
@@ -390,13 +389,7 @@ class Pipeline:
         # are bounded: salt_ws.session.MAX_FILTER_CHARS)
         self._live = frozenset(group.tags for group in groups if group.tags)
         for group in groups:
-            mask = None
-            if group.tags:
-                mask = masks.get(group.tags)
-                if mask is None:
-                    match = self.tag_filter(group.tags).matches
-                    mask = masks[group.tags] = [e.notice or match(e.tag) for e in entries]
-            messages = self._render(entries, group, mask)
+            messages = [text for _, text in self._shown(entries, group, masks)]
             if messages:
                 out[group] = messages
         return out
@@ -405,17 +398,33 @@ class Pipeline:
         """The messages of ``entries`` for one group."""
         return self.fan_out(entries, [group]).get(group, [])
 
-    def _render(self, entries: Sequence[Entry], group: Group, mask: list[bool] | None) -> list[str]:
+    def _shown(
+        self,
+        entries: Sequence[Entry],
+        group: Group,
+        masks: dict[frozenset[str], list[bool]],
+    ) -> list[tuple[int, str]]:
+        """(seq, message) of each entry ``group`` receives, in order.
+
+        ``masks`` holds the tag matches already made, by filter set (shared by the
+        groups of one fan-out: a set is matched once per entry).
+        """
+        mask = None
+        if group.tags:
+            mask = masks.get(group.tags)
+            if mask is None:
+                match = self.tag_filter(group.tags).matches
+                mask = masks[group.tags] = [e.notice or match(e.tag) for e in entries]
         encoding = self.encoding
         audience, fmt = group.audience, group.fmt
-        messages = []
+        shown = []
         for index, entry in enumerate(entries):
             if mask is not None and not mask[index]:
                 continue
             text = encoding(entry, audience, fmt)
             if text:
-                messages.append(text)
-        return messages
+                shown.append((entry.seq, text))
+        return shown
 
     def encoding(self, entry: Entry, audience: str, fmt: Format) -> str:
         """``entry`` as ``audience`` receives it in ``fmt`` ("": not at all)."""
@@ -426,12 +435,7 @@ class Pipeline:
         if found is not None:
             return found
         plain = self._plain(entry, audience)
-        if not plain:
-            text = ""
-        elif fmt is Format.ENVELOPE:
-            text = '{"id":"' + self.id_of(entry.seq) + '",' + plain[1:]
-        else:
-            text = sse(entry.tag, self.id_of(entry.seq), plain)
+        text = _framed(fmt, entry.tag, self.id_of(entry.seq), plain) if plain else ""
         entry._enc[key] = text
         if text:  # (an empty text holds no bytes of its own)
             self._account(entry, wire.text_size(text))
@@ -511,27 +515,14 @@ class Pipeline:
         else:
             start = min(since.seq + 1, self.seq + 1)
         entries = list(self.history)[start - oldest :] if start <= self.seq else []
-        mask = None
-        if group.tags:
-            match = self.tag_filter(group.tags).matches
-            mask = [e.notice or match(e.tag) for e in entries]
-        encoding = self.encoding
-        messages: list[str] = []
-        first = None
-        for index, entry in enumerate(entries):
-            if mask is not None and not mask[index]:
-                continue
-            text = encoding(entry, group.audience, group.fmt)
-            if text:
-                if first is None:
-                    first = entry.seq
-                messages.append(text)
+        shown = self._shown(entries, group, {})
+        messages = [text for _, text in shown]
         self.stats.replays += 1
         self.stats.replayed += len(messages)
         if reason is None:
             return messages
         self.stats.gaps += 1
-        resumed = first if first is not None else self.seq + 1
+        resumed = shown[0][0] if shown else self.seq + 1
         gap = {
             "since": str(since),
             "resumed_from": self.id_of(resumed),
@@ -547,12 +538,7 @@ class Pipeline:
         SSE formats; it is not an entry and takes no seq of its own.
         """
         ident = self.id_of(self.seq if seq is None else seq)
-        plain = wire.encode_event(tag, dict(data), self.master_id)
-        if fmt is Format.PLAIN:
-            return plain
-        if fmt is Format.ENVELOPE:
-            return '{"id":"' + ident + '",' + plain[1:]
-        return sse(tag, ident, plain)
+        return _framed(fmt, tag, ident, wire.encode_event(tag, dict(data), self.master_id))
 
     def tick(self, fmt: Format) -> str:
         """The :data:`TICK_TAG` message: the latest id, for clients that heard nothing."""
@@ -620,6 +606,19 @@ class Pipeline:
             "live": len(self._live),
             "compiles": self.filter_compiles,
         }
+
+
+def _framed(fmt: Format, tag: str, ident: str, plain: str) -> str:
+    """saltnado's encoding ``plain`` of an event in ``fmt``, with the id ``ident``.
+
+    The envelope is spliced, not re-encoded: ``plain`` is a JSON object that
+    :func:`salt_ws.wire.encode_event` made, and an id is ``[A-Za-z0-9_-]`` and ``:``.
+    """
+    if fmt is Format.PLAIN:
+        return plain
+    if fmt is Format.ENVELOPE:
+        return '{"id":"' + ident + '",' + plain[1:]
+    return sse(tag, ident, plain)
 
 
 def sse(tag: str, ident: str, plain: str) -> str:
