@@ -41,7 +41,6 @@ from salt_ws.session import (
     RequestError,
     Session,
     State,
-    StreamRequest,
     over_a_limit,
     parse_request,
 )
@@ -665,16 +664,23 @@ class _Stream:
         """The token's data (None until it checked out)."""
         return self.client.user
 
-    def _parse(self) -> StreamRequest:
+    def _parse(self) -> None:
+        """This client's :class:`Session` from its URL (and ``Last-Event-ID``).
+
+        Raises:
+            RequestError: the request is refused before any token is looked at (400).
+        """
         cfg = self.services.config
+        sse = self.client.sse
+        endpoint = "events" if sse else self.channel.value
         args = {
             name: [v.decode("utf-8", "replace") for v in values]
             for name, values in self.request.query_arguments.items()
         }
         request = parse_request(
             args,
-            "events" if self.client.sse else self.channel.value,
-            self.request.headers.get("Last-Event-ID") if self.client.sse else None,
+            endpoint,
+            self.request.headers.get("Last-Event-ID") if sse else None,
             max_filters=cfg.max_filters,
             max_filter_length=cfg.max_filter_length,
         )
@@ -682,7 +688,13 @@ class _Stream:
             problem = self.services.stream.check(request.since)
             if problem:
                 raise RequestError(problem)
-        return request
+        self.client = Session(
+            endpoint,
+            request,
+            sse=sse,
+            max_filters=cfg.max_filters,
+            max_filter_length=cfg.max_filter_length,
+        )
 
     async def _authenticate(self, token: str) -> bool:
         auth = self.services.auth
@@ -911,16 +923,10 @@ class EventsHandler(_Stream, _Redacting, tornado.websocket.WebSocketHandler):
         self.address = services.client_address(self.request)
         self._key = address_key(self.address)
         try:
-            request = self._parse()
+            self._parse()
         except RequestError as exc:
             self._refuse(400, str(exc))
             return
-        self.client = Session(
-            self.channel.value,
-            request,
-            max_filters=cfg.max_filters,
-            max_filter_length=cfg.max_filter_length,
-        )
         token = urllib.parse.unquote(token or "") or _request_token(self) or ""
         if self._unknown_tokens_throttled():
             self._refuse(429, "too many unknown tokens from this address; retry later")
@@ -1114,28 +1120,18 @@ class EventsSSEHandler(_Stream, BaseHandler):
         self.client = Session("events", sse=True)
         self._done: asyncio.Event | None = None
 
-    def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-
     async def get(self) -> None:
-        services, cfg = self.services, self.services.config
+        services = self.services
         self.address = services.client_address(self.request)
         self._key = address_key(self.address)
         if self._unknown_tokens_throttled():
             self.fail(429, "too many unknown tokens from this address; retry later")
             return
         try:
-            request = self._parse()
+            self._parse()
         except RequestError as exc:
             self.fail(400, str(exc))
             return
-        self.client = Session(
-            "events",
-            request,
-            sse=True,
-            max_filters=cfg.max_filters,
-            max_filter_length=cfg.max_filter_length,
-        )
         token = self.request_token()
         if not token:
             self.fail(401, "send X-Auth-Token or the session_id cookie")
